@@ -43,3 +43,32 @@ def clean_speech(speech_path) -> np.ndarray:
     x, sr = sf.read(speech_path, dtype="float32")
     assert sr == 16000
     return x
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised "tiny" JSQA checkpoint (seeded).
+
+    The last MOS layer is scaled up so that scores spread over the range instead of
+    sitting near 3: parity and ordering checks on it can then fail.
+    """
+    torch = pytest.importorskip("torch")
+    from jsqa.model import JSQAModel, save_checkpoint
+
+    torch.manual_seed(0)
+    model = JSQAModel("tiny")
+    with torch.no_grad():
+        model.mos_head[-1].weight.mul_(40.0)
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.pt"
+    save_checkpoint(path, model, training={"stage": "random init (tests)"}, metrics={})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_model(tiny_checkpoint):
+    """Path of the tiny checkpoint exported to ONNX (once per session, parity enforced)."""
+    from jsqa.export.onnx_export import export_onnx
+
+    output = tiny_checkpoint.with_suffix(".onnx")
+    export_onnx(tiny_checkpoint, output)
+    return output

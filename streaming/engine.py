@@ -1,0 +1,415 @@
+"""The asyncio engine: per-stream windows, batched scoring off the loop, rolling MOS,
+alerts, and fan-out of immutable events to bounded subscriber queues.
+
+Any scorer with ``score_windows``, ``window_seconds``, ``hop_seconds`` and
+``sample_rate`` works (``jsqa.scorer.Scorer`` in practice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from jsqa.audio import SAMPLE_RATE
+from jsqa.levels import clipping_ratio, level_dbfs, speech_ratio
+
+from .alerts import AlertTracker
+from .events import Alert, ScoreEvent, Stats, StreamEnded, StreamStarted
+from .window import Windower
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+LEVEL_FLOOR_DBFS = -120.0
+
+
+class StreamError(Exception):
+    """A stream that cannot be opened or fed (duplicate id, unknown id)."""
+
+
+@dataclass
+class _Window:
+    stream: _Stream
+    start: int  # first sample, stream time
+    audio: np.ndarray
+    completed: float  # time.monotonic() when its last sample arrived
+
+
+class _Stream:
+    def __init__(self, stream_id: str, source: str, engine: Engine, lossless: bool):
+        self.id = stream_id
+        self.source = source
+        self.lossless = lossless
+        self.windower = Windower(engine.window, engine.hop)
+        self.started = time.time()
+        self.pending = 0
+        self.ended = False
+        self.end_reason = ""
+        self.windows = 0
+        self.scored = 0
+        self.smoothed: float | None = None
+        self.recent: collections.deque[float] = collections.deque(maxlen=engine.mean_windows)
+        self.mos_sum = 0.0
+        self.worst: float | None = None
+        self.latest: ScoreEvent | None = None
+        self.alerts = (
+            AlertTracker(engine.alert_threshold, engine.alert_seconds)
+            if engine.alert_threshold is not None
+            else None
+        )
+
+    def summary(self) -> dict:
+        latest = self.latest
+        return {
+            "stream_id": self.id,
+            "source": self.source,
+            "duration_s": self.windower.total / SAMPLE_RATE,
+            "windows": self.windows,
+            "mos": latest.mos if latest else None,
+            "mos_smoothed": self.smoothed,
+            "mos_mean": (sum(self.recent) / len(self.recent)) if self.recent else None,
+            "speech_ratio": latest.speech_ratio if latest else None,
+            "level_dbfs": latest.level_dbfs if latest else None,
+            "degraded": bool(self.alerts and self.alerts.degraded),
+        }
+
+
+class Subscription:
+    """An async iterator of event dicts with a bounded queue that drops its oldest.
+
+    The engine only ever appends without waiting, so a slow reader loses events
+    (counted in ``dropped``) instead of slowing anything down.
+    """
+
+    def __init__(self, engine: Engine, stream_id: str | None, types: set[str] | None, maxsize: int):
+        self._engine = engine
+        self.stream_id = stream_id
+        self.types = types
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.closed = False
+        self._items: collections.deque[dict] = collections.deque()
+        self._ready = asyncio.Event()
+
+    def wants(self, event: dict) -> bool:
+        if self.types is not None and event["type"] not in self.types:
+            return False
+        if self.stream_id is None:
+            return True
+        return event.get("stream_id") == self.stream_id
+
+    def offer(self, event: dict) -> None:
+        if self.closed:
+            return
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+            self._engine.events_dropped += 1
+        self._items.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._engine._subscriptions.discard(self)
+        self._ready.set()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        while not self._items:
+            if self.closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class Engine:
+    """Scores any number of live streams with one model.
+
+    Use as ``async with Engine(scorer) as engine:``; then ``open_stream``, ``push``
+    16 kHz float32 samples, ``end_stream``; read events from ``subscribe()``.
+    """
+
+    def __init__(
+        self,
+        scorer,
+        *,
+        smoothing: float = 0.3,
+        mean_windows: int = 10,
+        min_speech_ratio: float = 0.2,
+        max_pending: int = 1024,
+        max_batch: int = 256,
+        queue_size: int = 1024,
+        alert_threshold: float | None = None,
+        alert_seconds: float = 5.0,
+        stats_interval: float = 1.0,
+    ):
+        if int(scorer.sample_rate) != SAMPLE_RATE:
+            raise ValueError(f"the model expects {scorer.sample_rate} Hz; the engine runs at {SAMPLE_RATE} Hz")
+        self.scorer = scorer
+        self.model_name = str(getattr(scorer, "name", "model"))
+        self.window = round(float(scorer.window_seconds) * SAMPLE_RATE)
+        self.hop = round(float(scorer.hop_seconds) * SAMPLE_RATE)
+        self.smoothing = smoothing
+        self.mean_windows = mean_windows
+        self.min_speech_ratio = min_speech_ratio
+        self.max_pending = max_pending
+        self.max_batch = max_batch
+        self.queue_size = queue_size
+        self.alert_threshold = alert_threshold
+        self.alert_seconds = alert_seconds
+        self.stats_interval = stats_interval
+
+        self.windows_scored = 0
+        self.windows_no_speech = 0
+        self.windows_dropped = 0
+        self.events_dropped = 0
+        self.streams_total = 0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.inference_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.inference_sum = 0.0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=4096)
+        self._recent_batches: collections.deque[tuple[float, int]] = collections.deque()
+
+        self._streams: dict[str, _Stream] = {}
+        self._pending: collections.deque[_Window] = collections.deque()
+        self._subscriptions: set[Subscription] = set()
+        self._work = asyncio.Event()
+        self._space = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsqa-score")
+        self._tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> Engine:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._score_loop()), asyncio.create_task(self._stats_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for sub in list(self._subscriptions):
+            sub.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def drain(self) -> None:
+        """Wait until every stream has ended and every window has been published."""
+        while self._streams:
+            await asyncio.sleep(0.01)
+
+    # -- streams -----------------------------------------------------------------
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    def has_stream(self, stream_id: str) -> bool:
+        return stream_id in self._streams
+
+    def open_stream(self, stream_id: str, source: str = "", lossless: bool = False) -> None:
+        """Start a stream. Live streams (``lossless=False``) drop their oldest windows
+        when scoring falls behind; lossless ones (files) make ``push`` wait instead."""
+        if stream_id in self._streams:
+            raise StreamError(f"stream_id {stream_id!r} is already streaming")
+        self._streams[stream_id] = _Stream(stream_id, source, self, lossless)
+        self.streams_total += 1
+        self._publish(StreamStarted(stream_id, source, time.time()).to_dict())
+
+    async def push(self, stream_id: str, samples: np.ndarray) -> None:
+        """Add 16 kHz float32 mono samples to a stream."""
+        stream = self._get(stream_id)
+        if stream.ended:
+            raise StreamError(f"stream {stream_id!r} has ended")
+        if stream.lossless:
+            while len(self._pending) >= self.max_pending:
+                self._space.clear()
+                await self._space.wait()
+        now = time.monotonic()
+        for start, audio in stream.windower.push(samples):
+            self._enqueue(_Window(stream, start, audio, now))
+
+    def end_stream(self, stream_id: str, reason: str = "end") -> None:
+        """End a stream: its unscored tail is scored, then ``stream_ended`` follows."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.ended:
+            return
+        stream.ended = True
+        stream.end_reason = reason
+        tail = stream.windower.flush()
+        if tail is not None:
+            self._enqueue(_Window(stream, tail[0], tail[1], time.monotonic()))
+        self._maybe_finish(stream)
+
+    def streams(self) -> list[dict]:
+        return [s.summary() for s in self._streams.values()]
+
+    def _get(self, stream_id: str) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise StreamError(f"no stream {stream_id!r}") from None
+
+    def _enqueue(self, window: _Window) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._drop([self._pending.popleft()])
+        window.stream.pending += 1
+        self._pending.append(window)
+        self._work.set()
+
+    def _drop(self, windows: list[_Window]) -> None:
+        for window in windows:
+            self.windows_dropped += 1
+            window.stream.pending -= 1
+            self._maybe_finish(window.stream)
+
+    def _maybe_finish(self, stream: _Stream) -> None:
+        if not stream.ended or stream.pending or self._streams.get(stream.id) is not stream:
+            return
+        del self._streams[stream.id]
+        mean = stream.mos_sum / stream.scored if stream.scored else None
+        ended = StreamEnded(
+            stream.id, stream.windower.total / SAMPLE_RATE, mean, stream.worst, stream.windows, stream.end_reason
+        )
+        self._publish(ended.to_dict())
+
+    # -- subscribers ---------------------------------------------------------------
+    def subscribe(
+        self, stream_id: str | None = None, types: set[str] | None = None, maxsize: int | None = None
+    ) -> Subscription:
+        """Events of one stream (or all), optionally only some types (``{"alert"}``)."""
+        sub = Subscription(self, stream_id, types, maxsize or self.queue_size)
+        self._subscriptions.add(sub)
+        return sub
+
+    def _publish(self, event: dict) -> None:
+        for sub in list(self._subscriptions):
+            if sub.wants(event):
+                sub.offer(event)
+
+    # -- scoring -----------------------------------------------------------------
+    async def _score_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+                self._space.set()
+                began = time.monotonic()
+                try:
+                    results = await loop.run_in_executor(self._executor, self._analyse, [w.audio for w in batch])
+                except Exception:
+                    # a failing model call loses this batch only; the engine keeps serving
+                    log.exception("scoring %d windows failed; they are dropped", len(batch))
+                    self._drop(batch)
+                    continue
+                done = time.monotonic()
+                self._observe(self.inference_counts, done - began)
+                self.inference_sum += done - began
+                self._recent_batches.append((done, len(batch)))
+                for window, result in zip(batch, results):
+                    self._publish_score(window, *result, done)
+
+    def _analyse(self, windows: list[np.ndarray]) -> list[tuple]:
+        """Runs in the worker thread: levels and VAD for every window, then one model
+        call per window length (all full windows share one) for the windows with speech."""
+        features = [
+            (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x)) for x in windows
+        ]
+        mos: list[float | None] = [None] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, (ratio, _, _) in enumerate(features):
+            if ratio >= self.min_speech_ratio:
+                by_length.setdefault(len(windows[i]), []).append(i)
+        for indices in by_length.values():
+            scores = self.scorer.score_windows(np.stack([windows[i] for i in indices]))
+            for i, score in zip(indices, np.asarray(scores, dtype=np.float64)):
+                mos[i] = float(score)
+        return [(m, *f) for m, f in zip(mos, features)]
+
+    def _publish_score(self, window: _Window, mos, ratio, level, clipping, done: float) -> None:
+        stream = window.stream
+        stream.pending -= 1
+        stream.windows += 1
+        if mos is not None:
+            stream.smoothed = mos if stream.smoothed is None else (
+                self.smoothing * mos + (1 - self.smoothing) * stream.smoothed
+            )
+            stream.recent.append(mos)
+            stream.mos_sum += mos
+            stream.scored += 1
+            stream.worst = mos if stream.worst is None else min(stream.worst, mos)
+            self.windows_scored += 1
+        else:
+            self.windows_no_speech += 1
+        latency = done - window.completed
+        self._latencies.append(latency)
+        self._observe(self.latency_counts, latency)
+        self.latency_sum += latency
+        level = float(level)
+        event = ScoreEvent(
+            stream_id=stream.id,
+            t_start=window.start / SAMPLE_RATE,
+            t_end=(window.start + len(window.audio)) / SAMPLE_RATE,
+            mos=mos,
+            mos_smoothed=stream.smoothed,
+            mos_mean=(sum(stream.recent) / len(stream.recent)) if stream.recent else None,
+            speech_ratio=float(ratio),
+            level_dbfs=max(level, LEVEL_FLOOR_DBFS) if math.isfinite(level) else LEVEL_FLOOR_DBFS,
+            clipping_ratio=float(clipping),
+            latency_ms=latency * 1000.0,
+            no_speech=mos is None,
+        )
+        stream.latest = event
+        self._publish(event.to_dict())
+        if stream.alerts is not None and mos is not None:
+            alert: Alert | None = stream.alerts.update(stream.id, event.t_end, stream.smoothed)
+            if alert is not None:
+                self._publish(alert.to_dict())
+        self._maybe_finish(stream)
+
+    @staticmethod
+    def _observe(counts: list[int], value: float) -> None:
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if value <= bound:
+                counts[i] += 1
+                return
+        counts[-1] += 1
+
+    # -- figures -------------------------------------------------------------------
+    def stats(self) -> dict:
+        now = time.monotonic()
+        while self._recent_batches and now - self._recent_batches[0][0] > 5.0:
+            self._recent_batches.popleft()
+        recent = sum(n for _, n in self._recent_batches)
+        latencies = np.asarray(self._latencies)
+        return {
+            "active_streams": len(self._streams),
+            "windows_scored": self.windows_scored,
+            "windows_dropped": self.windows_dropped,
+            "events_dropped": self.events_dropped,
+            "windows_per_second": recent / 5.0,
+            "latency_p50_ms": float(np.percentile(latencies, 50) * 1000) if len(latencies) else None,
+            "latency_p99_ms": float(np.percentile(latencies, 99) * 1000) if len(latencies) else None,
+            "model_name": self.model_name,
+        }
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            self._publish(Stats(**self.stats()).to_dict())

@@ -1,0 +1,95 @@
+"""Export -> score round trip on the tiny checkpoint, with parity enforced."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from jsqa.export.cli import main as export_main  # noqa: E402
+from jsqa.export.onnx_export import export_onnx, read_metadata  # noqa: E402
+from jsqa.export.parity import FP32_TOLERANCE, ParityError, check_parity  # noqa: E402
+from jsqa.model import JSQAModel, load_checkpoint  # noqa: E402
+from jsqa.scorer import Scorer  # noqa: E402
+
+CONTRACT_KEYS = {
+    "name", "version", "preset", "sample_rate", "window_seconds", "hop_seconds",
+    "score_min", "score_max", "training", "metrics",
+}
+
+
+def test_exported_file_follows_the_contract(tiny_onnx_model):
+    proto = onnx.load(str(tiny_onnx_model))
+    onnx.checker.check_model(proto, full_check=True)
+    (audio,) = proto.graph.input
+    assert audio.name == "audio"
+    assert audio.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = audio.type.tensor_type.shape.dim
+    assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims)  # batch and time dynamic
+    assert [o.name for o in proto.graph.output] == ["mos"]
+    metadata = read_metadata(tiny_onnx_model)
+    assert CONTRACT_KEYS <= set(metadata)
+    assert metadata["preset"] == "tiny" and metadata["sample_rate"] == "16000"
+    assert json.loads(metadata["training"]) == {"stage": "random init (tests)"}
+    # One self-contained file: no external weight data beside it.
+    assert not list(tiny_onnx_model.parent.glob("*.data"))
+
+
+def test_scorer_matches_torch_on_real_speech(tiny_onnx_model, tiny_checkpoint, clean_speech):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    scorer = Scorer(tiny_onnx_model, providers=["CPUExecutionProvider"])
+    all_scores = []
+    for n in (5 * 16000 + 777, 16000 * 3, 20000):
+        audio = clean_speech[:n]
+        result = scorer.score(audio)
+        windows = [audio[int(round(w.t_start * 16000)) : int(round(w.t_end * 16000))] for w in result.windows]
+        with torch.no_grad():
+            expected = model(torch.from_numpy(np.stack(windows))).numpy()
+        got = np.array([w.mos for w in result.windows])
+        assert np.abs(got - expected).max() <= FP32_TOLERANCE
+        all_scores.extend(got)
+    assert np.ptp(all_scores) > 1e-3  # the scores vary, so agreeing on them means something
+
+
+def test_parity_check_catches_a_wrong_graph(tiny_onnx_model):
+    torch.manual_seed(123)
+    other = JSQAModel("tiny")
+    with torch.no_grad():
+        other.mos_head[-1].weight.mul_(40.0)
+    with pytest.raises(ParityError, match="differ by"):
+        check_parity(other, tiny_onnx_model)
+
+
+def test_legacy_exporter_fallback(tiny_checkpoint, tmp_path, clean_speech):
+    report = export_onnx(tiny_checkpoint, tmp_path / "legacy.onnx", exporter="legacy")
+    assert report.exporter == "legacy"
+    assert report.parity.max_abs_diff <= FP32_TOLERANCE
+    assert len(report.parity.cases) >= 4
+    scorer = Scorer(report.output)
+    assert scorer.metadata["preset"] == "tiny"
+    assert 1.0 <= scorer.score(clean_speech).mos <= 5.0
+
+
+def test_cli_int8_export_reports_parity_and_pearson_change(tiny_checkpoint, tmp_path, data_root, capsys):
+    output = tmp_path / "int8.onnx"
+    labels = data_root / "rated" / "warpq" / "ratings.csv"
+    assert export_main(["onnx", str(tiny_checkpoint), "-o", str(output), "--quantize", "int8", "--labels", str(labels)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity on" in printed and "max |diff|" in printed
+    assert "Pearson on warpq (8 files): fp32" in printed
+    proto = onnx.load(str(output))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "ConvInteger" not in ops  # convolutions stay float
+    metadata = read_metadata(output)
+    assert CONTRACT_KEYS <= set(metadata) and "int8" in metadata["quantization"]
+    assert 1.0 <= Scorer(output).score(np.zeros(48000, dtype=np.float32) + 0.01).mos <= 5.0
+
+
+def test_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["onnx", str(tmp_path / "missing.pt")])
+    assert exit_info.value.code == 2
+    assert "checkpoint not found" in capsys.readouterr().err

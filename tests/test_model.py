@@ -1,0 +1,127 @@
+"""JSQAModel: presets, output range, heads, normalisation and checkpoints."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from jsqa.model import PRESETS, JSQAModel, count_parameters, load_checkpoint, save_checkpoint  # noqa: E402
+
+WINDOW = 48000
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = JSQAModel("tiny").eval()
+    with torch.no_grad():
+        model.mos_head[-1].weight.mul_(40.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def speech_windows(clean_speech):
+    x = torch.from_numpy(clean_speech)
+    return torch.stack([x[i * 16000 : i * 16000 + WINDOW] for i in range(4)])
+
+
+@pytest.mark.parametrize(
+    "preset, low, high",
+    [("tiny", 10_000, 1_000_000), ("small", 5_000_000, 8_000_000), ("paper", 24_000_000, 28_000_000)],
+)
+def test_preset_parameter_counts(preset, low, high):
+    assert low <= count_parameters(JSQAModel(preset)) <= high
+
+
+def test_small_uses_256_channel_front_end():
+    assert set(PRESETS["small"]["conv_dim"]) == {256}
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown preset"):
+        JSQAModel("huge")
+
+
+def test_forward_gives_one_score_per_window_in_range(tiny, speech_windows):
+    extremes = torch.stack([torch.zeros(WINDOW), torch.ones(WINDOW), 10 * torch.randn(WINDOW)])
+    with torch.no_grad():
+        speech_scores = tiny(speech_windows)
+        extreme_scores = tiny(extremes)
+    assert speech_scores.shape == (4,)
+    for scores in (speech_scores, extreme_scores):
+        assert torch.isfinite(scores).all()
+        assert ((scores >= 1.0) & (scores <= 5.0)).all()
+    # Different speech windows get different scores: the output is not a constant.
+    assert speech_scores.max() - speech_scores.min() > 1e-3
+
+
+def test_scores_do_not_depend_on_level(tiny, speech_windows):
+    """Per-window normalisation happens inside forward, so a gain change is invisible."""
+    with torch.no_grad():
+        base = tiny(speech_windows)
+        quieter = tiny(0.05 * speech_windows)
+    torch.testing.assert_close(base, quieter, atol=1e-4, rtol=0)
+
+
+def test_windows_are_scored_independently_of_the_batch(tiny, speech_windows):
+    with torch.no_grad():
+        batched = tiny(speech_windows)
+        single = torch.cat([tiny(w[None]) for w in speech_windows])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+def test_embed_and_project_shapes_and_norm(tiny, speech_windows):
+    with torch.no_grad():
+        pooled = tiny.embed(speech_windows)
+        projected = tiny.project(speech_windows)
+    assert pooled.shape == (4, PRESETS["tiny"]["hidden_size"])
+    assert projected.shape == (4, PRESETS["tiny"]["projection_dim"])
+    torch.testing.assert_close(projected.norm(dim=-1), torch.ones(4))
+
+
+def test_mos_head_dropout_is_active_only_in_training(speech_windows):
+    torch.manual_seed(1)
+    model = JSQAModel("tiny")
+    with torch.no_grad():
+        model.mos_head[-1].weight.mul_(40.0)
+        model.train()
+        a, b = model(speech_windows[:1]), model(speech_windows[:1])
+        model.eval()
+        c, d = model(speech_windows[:1]), model(speech_windows[:1])
+    assert not torch.equal(a, b)
+    assert torch.equal(c, d)
+
+
+def test_gradients_reach_the_conv_front_end(speech_windows):
+    torch.manual_seed(2)
+    model = JSQAModel("tiny").train()
+    loss = (model(speech_windows) - 4.0).pow(2).mean() + model.project(speech_windows).sum()
+    loss.backward()
+    first_conv = model.encoder.feature_extractor.conv_layers[0].conv.weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_checkpoint_round_trip(tmp_path, tiny, speech_windows):
+    path = tmp_path / "ckpt" / "model.pt"
+    save_checkpoint(path, tiny, training={"stage": 2}, metrics={"pearson": 0.5}, step=7)
+    loaded, ckpt = load_checkpoint(path)
+    assert ckpt["preset"] == "tiny"
+    assert ckpt["sample_rate"] == 16000 and ckpt["window_seconds"] == 3.0 and ckpt["hop_seconds"] == 1.0
+    assert ckpt["training"] == {"stage": 2} and ckpt["metrics"] == {"pearson": 0.5} and ckpt["step"] == 7
+    assert not loaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(speech_windows), tiny(speech_windows))
+
+
+def test_custom_config_overrides_a_preset():
+    model = JSQAModel({"preset": "tiny", "num_hidden_layers": 1})
+    assert model.preset == "tiny"
+    assert len(model.encoder.encoder.layers) == 1
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"weights": 1}, bogus)
+    with pytest.raises(ValueError, match="not a JSQA checkpoint"):
+        load_checkpoint(bogus)

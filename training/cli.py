@@ -1,0 +1,188 @@
+"""``jsqa-train``: the JSQA two-stage recipe from the command line.
+
+    jsqa-train label    --out runs/labels-train --clips 2000
+    jsqa-train pretrain --config small --out runs/pretrain
+    jsqa-train finetune --config small --init runs/pretrain/final.ckpt \\
+                        --data runs/labels-train/labels.csv --out runs/finetune
+    jsqa-train evaluate runs/finetune/final.ckpt --data codec_mushra
+    jsqa-train ablate   --pretrained runs/pretrain/final.ckpt --data runs/labels-train/labels.csv \\
+                        --test runs/labels-test/labels.csv --test codec_mushra --budget 500
+
+Multi-process / multi-GPU: ``torchrun --nproc_per_node N -m jsqa.training.cli pretrain ...``
+(multi-node: add ``--nnodes``, ``--node_rank`` and ``--rdzv_endpoint`` as usual for torchrun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="small", help="training preset: tiny, small or paper (default small)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if present")
+    p.add_argument("--steps", type=int, help="override the preset's number of steps")
+    p.add_argument("--model", help="model preset (tiny/small/paper) or JSON config file/string")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jsqa-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="stage 1: contrastive pretraining on JND batches")
+    _common(p)
+    p.add_argument("--speech", help="clean speech folder (default: shared data, held-out talker excluded)")
+    p.add_argument("--noise", help="noise folder (default: shared data, held-out recordings excluded)")
+    p.add_argument("--impairments", choices=("noise", "all"), help="JND axes: noise only (paper) or all")
+    p.add_argument("--jnd-db", type=float, help="JND of the SNR axis in dB (default 3)")
+    p.add_argument("--crop-seconds", type=float, help="length of each mixture")
+    p.add_argument("--groups", type=int, help="groups of positives per batch")
+    p.add_argument("--per-group", type=int, help="mixtures per group")
+    p.add_argument("--temperature", type=float, help="SupCon temperature (default 0.1)")
+    p.add_argument("--no-generated-noise", action="store_true", help="only noise recordings")
+    p.add_argument("--manifest", help="append a JSON line per batch describing every mixture drawn")
+
+    p = sub.add_parser("finetune", help="stage 2: MOS fine-tuning from a checkpoint or scratch")
+    _common(p)
+    p.add_argument("--init", required=True, help="stage-1 checkpoint, or 'scratch'")
+    p.add_argument("--data", action="append", required=True,
+                   help="labelled CSV (NISQA filepath_deg,mos or path,mos); repeatable")
+    p.add_argument("--limit", type=int, help="use a seeded random subset of this many clips")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--crop-seconds", type=float, help="training crop length (default 3 s)")
+    p.add_argument("--validate-on", default=None, help="rated set or CSV to validate on (e.g. codec_mushra)")
+    p.add_argument("--validate-every", type=int)
+
+    p = sub.add_parser("label", help="build a proxy-labelled corpus (PESQ-WB against clean references)")
+    p.add_argument("--out", required=True, help="corpus folder (clips/, labels.csv, corpus.json)")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="train: training talkers/noises; test: the held-out talker and noises")
+    p.add_argument("--clips", type=int, default=2000)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speech")
+    p.add_argument("--noise")
+    p.add_argument("--check-dev", action="store_true",
+                   help="only measure the label against human ratings of codec_mushra and exit")
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint or ONNX model on a labelled set")
+    p.add_argument("model", help="checkpoint (.ckpt) or exported model (.onnx)")
+    p.add_argument("--data", required=True, help="codec_mushra, warpq, or a CSV (NISQA or path,mos)")
+    p.add_argument("--scatter", help="PNG path for the predicted-vs-true scatter (default MODEL.scatter.png)")
+    p.add_argument("--json", help="write the full report as JSON here")
+
+    p = sub.add_parser("ablate", help="scratch vs JND-pretrained at the same labelled budget, several seeds")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default="small")
+    p.add_argument("--pretrained", help="stage-1 checkpoint")
+    p.add_argument("--data", action="append", help="labelled training CSV; repeatable")
+    p.add_argument("--test", action="append", help="test set (CSV or rated set name); repeatable")
+    p.add_argument("--budget", type=int, default=500, help="labelled clips per run")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, help="fine-tuning steps per run")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--report", action="store_true", help="only print the table of finished runs")
+    return parser
+
+
+def _config(args):
+    from .configs import get_preset
+
+    cfg = get_preset(args.config)
+    changes = {k: getattr(args, k, None) for k in (
+        "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
+        "groups", "per_group", "temperature", "batch_size", "validate_every")}
+    if args.command == "pretrain":
+        changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
+    elif args.command in ("finetune", "ablate"):
+        changes.update(finetune_steps=args.steps, finetune_lr=getattr(args, "lr", None),
+                       finetune_crop_seconds=getattr(args, "crop_seconds", None))
+    return cfg.override(**changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"jsqa-train {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from rich.console import Console
+
+    console = Console()
+    if args.command == "pretrain":
+        from .datasets import GENERATED_NOISES
+        from .pretrain import pretrain
+
+        path = pretrain(args.out, _config(args), args.speech, args.noise,
+                        () if args.no_generated_noise else GENERATED_NOISES, args.seed, args.resume,
+                        args.manifest)
+        console.print(f"pretrained checkpoint: {path}")
+    elif args.command == "finetune":
+        from .finetune import finetune
+
+        if args.init != "scratch" and not os.path.isfile(args.init):
+            raise FileNotFoundError(f"--init {args.init}: no such checkpoint (or use --init scratch)")
+        path = finetune(args.out, _config(args), args.data, args.init, args.seed, args.limit,
+                        args.resume, args.validate_on)
+        console.print(f"fine-tuned checkpoint: {path}")
+    elif args.command == "label":
+        from .labels import CorpusSpec, build_corpus, check_dev
+
+        if args.check_dev:
+            console.print(check_dev())
+            return 0
+        path = build_corpus(args.out, CorpusSpec(split=args.split, n_clips=args.clips, seconds=args.seconds,
+                                                 seed=args.seed), args.speech, args.noise)
+        console.print(f"labels: {path}")
+    elif args.command == "evaluate":
+        from pathlib import Path
+
+        from .datasets import read_rated
+        from .evaluate import evaluate_path, format_report, save_json, scatter_png
+
+        if not os.path.isfile(args.model):
+            raise FileNotFoundError(f"{args.model}: no such model file")
+        items = read_rated(args.data)
+        rep, pred = evaluate_path(args.model, items)
+        name = Path(args.data).parent.name if args.data.endswith(".csv") else args.data
+        console.print(format_report(rep, name), highlight=False)
+        png = args.scatter or str(Path(args.model).with_suffix("")) + f".{name}.scatter.png"
+        scatter_png(pred, items, png, f"{Path(args.model).name} on {name}")
+        console.print(f"scatter: {png}")
+        if args.json:
+            save_json(rep, args.json)
+    elif args.command == "ablate":
+        from .ablate import run_ablation, table
+
+        if not args.report:
+            missing = [f for f, v in (("--pretrained", args.pretrained), ("--data", args.data),
+                                      ("--test", args.test)) if not v]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)} (or use --report to print finished runs)")
+            run_ablation(args.out, args.pretrained, args.data, args.test, args.budget,
+                         [int(s) for s in args.seeds.split(",")], _config(args))
+        text = table(args.out)
+        from pathlib import Path
+
+        Path(args.out, "ablation.md").write_text(text)
+        console.print(text, highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Data for training: the train/test split of speech and noise, and labelled (rated) sets.
+
+The held-out test of the shipped model uses a talker and language never seen in any
+training stage (``asterisk_ru``) and noise recordings never seen either
+(``HELD_OUT_NOISE``); both are excluded here from everything the trainer reads.
+
+Labelled sets come as CSV:
+
+* NISQA corpus format: columns ``filepath_deg`` and ``mos`` (optionally ``con`` /
+  ``condition``), paths relative to the CSV's folder;
+* plain ``path,mos`` (header optional; optional third column ``condition``);
+* the shared rated sets by name: ``codec_mushra`` (MUSHRA 0-100 mapped linearly to 1-5)
+  and ``warpq`` (MOS 1-5).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jsqa.audio import load_audio
+from jsqa.data import find_data_root, list_audio
+
+HELD_OUT_SPEECH = ("asterisk_ru",)
+HELD_OUT_NOISE = (
+    "scratch_crowd", "scratch_street", "opensfx_wind", "minetest_water", "minetest_fire",
+    "stormbaan_car", "sonicpi_machinery",
+)
+GENERATED_NOISES = ("white", "pink", "brown", "speech_shaped", "babble")
+RATED_SETS = ("codec_mushra", "warpq")
+
+
+def speech_files(folder: str | os.PathLike | None = None, split: str = "train") -> list[Path]:
+    """Clean speech for ``split`` "train" (everything but the held-out talker) or "test"."""
+    folder = Path(folder) if folder else find_data_root() / "speech"
+    files = list_audio(folder)
+    return _split(files, HELD_OUT_SPEECH, split)
+
+
+def noise_files(folder: str | os.PathLike | None = None, split: str = "train") -> list[Path]:
+    """Noise recordings for ``split`` "train" or "test" (the held-out recordings)."""
+    folder = Path(folder) if folder else find_data_root() / "noise"
+    return _split(list_audio(folder), HELD_OUT_NOISE, split)
+
+
+def _split(files: list[Path], held_out: tuple[str, ...], split: str) -> list[Path]:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    is_held = [any(part in f.parts for part in held_out) for f in files]
+    return [f for f, h in zip(files, is_held) if h == (split == "test")]
+
+
+@dataclass(frozen=True)
+class Rated:
+    path: Path
+    mos: float
+    condition: str = ""
+
+
+def mushra_to_mos(score: float) -> float:
+    """MUSHRA 0-100 to the 1-5 MOS scale, linearly."""
+    return 1.0 + 4.0 * float(score) / 100.0
+
+
+def read_rated(spec: str | os.PathLike) -> list[Rated]:
+    """A labelled set from a CSV path (NISQA or path,mos) or a shared rated set's name."""
+    if str(spec) in RATED_SETS:
+        return _read_shared(str(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{spec}: no such CSV; give a CSV file (NISQA or path,mos) or one of {', '.join(RATED_SETS)}"
+        )
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: empty CSV")
+    header = [h.strip().lower() for h in rows[0]]
+    base = path.parent
+    if "filepath_deg" in header or ("mos" in header and "path" in header):
+        col_path = header.index("filepath_deg" if "filepath_deg" in header else "path")
+        col_mos = header.index("mos")
+        col_con = next((header.index(c) for c in ("condition", "con") if c in header), None)
+        body = rows[1:]
+    else:
+        try:
+            float(rows[0][1])
+        except (IndexError, ValueError):
+            raise ValueError(
+                f"{path}: need columns filepath_deg,mos (NISQA) or path,mos; header was {rows[0]}"
+            ) from None
+        col_path, col_mos, col_con, body = 0, 1, (2 if len(rows[0]) > 2 else None), rows
+    items = []
+    for row in body:
+        if not row:
+            continue
+        p = Path(row[col_path])
+        items.append(Rated(
+            path=p if p.is_absolute() else base / p,
+            mos=float(row[col_mos]),
+            condition=row[col_con] if col_con is not None else "",
+        ))
+    return items
+
+
+def _read_shared(name: str) -> list[Rated]:
+    folder = find_data_root() / "rated" / name
+    with open(folder / "ratings.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if name == "codec_mushra":
+        return [Rated(folder / r["file"], mushra_to_mos(r["mushra_mean"]), r["condition"]) for r in rows]
+    return [Rated(folder / r["file"], float(r["mos"]), r["codec"]) for r in rows]
+
+
+def reference_of(name: str) -> dict[Path, Path]:
+    """Degraded file -> clean reference file, for the shared rated sets (label checks)."""
+    folder = find_data_root() / "rated" / name
+    with open(folder / "ratings.csv", newline="") as fh:
+        return {folder / r["file"]: folder / r["ref_file"] for r in csv.DictReader(fh)}
+
+
+class ClipBank:
+    """Labelled clips held in memory; draws fixed-length training batches.
+
+    Clips longer than ``crop_seconds`` are cropped at random; shorter ones are padded with
+    silence at the end.
+    """
+
+    def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = 16000):
+        if not items:
+            raise ValueError("no labelled clips")
+        self.items = items
+        self.audio = [load_audio(it.path) for it in items]
+        self.mos = np.asarray([it.mos for it in items], dtype=np.float32)
+        self.n = int(round(crop_seconds * sample_rate))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.choice(len(self.items), size=min(size, len(self.items)), replace=False)
+        out = np.zeros((idx.size, self.n), dtype=np.float32)
+        for row, i in enumerate(idx):
+            x = self.audio[i]
+            if x.size > self.n:
+                start = int(rng.integers(0, x.size - self.n + 1))
+                x = x[start : start + self.n]
+            out[row, : x.size] = x
+        return out, self.mos[idx]

@@ -1,0 +1,74 @@
+"""Stage 2: MOS fine-tuning of the encoder plus MOS head (dropout 0.1) on labelled clips.
+
+``init`` is a stage-1 checkpoint (JSQA) or ``"scratch"`` (the same network, randomly
+initialised: the ablation's baseline). ``limit`` keeps a seeded random subset of the
+labelled clips, the "limited labelled budget" of the paper's comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jsqa.model import JSQAModel, count_parameters, load_checkpoint
+
+from .configs import TrainConfig
+from .datasets import ClipBank, read_rated
+from .evaluate import evaluate_model
+from .loop import LoopSpec, dist_info, train
+from .pretrain import model_spec
+from .tasks import ClipSource, MOSTask
+
+
+def finetune(
+    out_dir: str | Path,
+    config: TrainConfig,
+    data: list[str],
+    init: str = "scratch",
+    seed: int = 0,
+    limit: int | None = None,
+    resume: bool = False,
+    validate_on: str | None = None,
+) -> Path:
+    """Train stage 2; returns the path of ``final.ckpt``."""
+    rank, world = dist_info()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(seed)
+    if init == "scratch":
+        model = JSQAModel(model_spec(config.model))
+        init_summary = "scratch"
+    else:
+        model, ckpt = load_checkpoint(init)
+        init_summary = {"checkpoint": str(init), **{k: ckpt["training"].get(k) for k in
+                        ("stage", "steps", "wall_s", "objective") if k in ckpt["training"]}}
+    torch.manual_seed(seed + rank)
+    items = [it for spec in data for it in read_rated(spec)]
+    if limit:
+        order = np.random.default_rng(seed).permutation(len(items))
+        items = [items[i] for i in sorted(order[:limit])]
+    bank = ClipBank(items, config.finetune_crop_seconds)
+    validate = None
+    if validate_on:
+        dev = read_rated(validate_on)
+
+        def validate(m):
+            report = evaluate_model(m, dev)["overall"]
+            return {k: report[k] for k in ("pearson", "spearman", "rmse")}
+
+    spec = LoopSpec(
+        out_dir=Path(out_dir), steps=config.finetune_steps, lr=config.finetune_lr,
+        head_lr_scale=config.head_lr_scale, warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+        validate_every=config.validate_every if validate_on else 0,
+        summary={
+            "stage": "finetune", "config": config.to_dict(), "seed": seed, "init": init_summary,
+            "parameters": count_parameters(model), "labelled_clips": len(items),
+            "data": [str(d) for d in data], "validated_on": validate_on,
+        },
+    )
+    train(model, MOSTask(model), ClipSource(bank, config.batch_size, seed + 1000 * rank), spec,
+          resume=resume, validate=validate)
+    return Path(out_dir) / "final.ckpt"

@@ -1,0 +1,48 @@
+"""Training losses.
+
+Stage 1 uses the supervised-contrastive loss of Khosla et al. (2020, "SupCon", their
+L_out form), with JND positives as the "same class" relation. For each anchor i with at
+least one positive,
+
+    L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a != i} exp(z_i.z_a / t) )
+
+over L2-normalised projections z. It is InfoNCE with several positives per anchor: it
+pulls all mixtures within one JND of each other together (whatever the words) and pushes
+mixtures one JND or more apart away. Unlike a fixed-pair InfoNCE it uses every positive the
+batch happens to contain. Temperature 0.1: SupCon's default; a low temperature weights
+the hard negatives (mixtures just over one JND apart) most, which is the boundary we want
+the embedding to resolve, while much lower values make training unstable with our small
+CPU batches (16 items).
+
+Stage 2 regresses MOS with the mean squared error (the metric reported is RMSE).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def supcon_loss(z: torch.Tensor, positives: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised-contrastive loss over a batch.
+
+    ``z``: ``[B, P]`` L2-normalised projections; ``positives``: ``[B, B]`` bool, symmetric,
+    diagonal ignored. Anchors without a positive are left out of the mean.
+    """
+    n = z.shape[0]
+    if positives.shape != (n, n):
+        raise ValueError(f"positives must be [{n}, {n}], got {tuple(positives.shape)}")
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    pos = positives.to(z.device).bool() & ~eye
+    logits = (z @ z.T) / temperature
+    logits = logits.masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    n_pos = pos.sum(dim=1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        raise ValueError("no anchor has a positive in this batch")
+    mean_log_prob_pos = log_prob.masked_fill(~pos, 0.0).sum(dim=1)[has_pos] / n_pos[has_pos]
+    return -mean_log_prob_pos.mean()
+
+
+def mos_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(pred, target)

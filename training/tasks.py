@@ -1,0 +1,129 @@
+"""What each stage optimises, as modules the loop (and DDP) can wrap.
+
+Each ``forward`` returns ``(loss, stats)`` where ``stats`` are floats worth logging.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+from jsqa.jnd import JNDSampler
+from jsqa.model import JSQAModel
+
+from .datasets import ClipBank
+from .losses import mos_loss, supcon_loss
+
+
+class ContrastiveTask(nn.Module):
+    """Stage 1: SupCon over JND positives. Logs the mean cosine similarity of positive and
+    negative pairs: their gap is what pretraining widens."""
+
+    def __init__(self, model: JSQAModel, temperature: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(self, audio: torch.Tensor, positives: torch.Tensor):
+        z = self.model.project(audio)
+        loss = supcon_loss(z, positives, self.temperature)
+        with torch.no_grad():
+            sim = z @ z.T
+            eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+            pos, neg = positives.bool() & ~eye, ~positives.bool() & ~eye
+            stats = {"sim_pos": sim[pos].mean(), "sim_neg": sim[neg].mean()}
+        return loss, stats
+
+
+class MOSTask(nn.Module):
+    """Stage 2: MOS regression (MSE)."""
+
+    def __init__(self, model: JSQAModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, mos: torch.Tensor):
+        pred = self.model(audio)
+        return mos_loss(pred, mos), {}
+
+
+class JNDSource:
+    """Batches from the on-the-fly JND sampler, drawn one batch ahead on a thread so mixing
+    and codec subprocesses overlap the model step. ``state()`` is the sampler state after
+    the last batch handed out, so resuming redraws exactly the batches not yet trained on."""
+
+    def __init__(self, sampler: JNDSampler, prefetch: int = 1):
+        self.sampler = sampler
+        self.prefetch = prefetch
+        self._state = sampler.state()
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _produce(self, q: queue.Queue) -> None:
+        while not self._stop.is_set():
+            try:
+                b = self.sampler.batch()
+                item = (torch.from_numpy(b.audio), torch.from_numpy(b.positives)), self.sampler.state()
+            except Exception as e:  # surfaced in next()
+                item = e, None
+            while not self._stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[1] is None:
+                return
+
+    def close(self) -> None:
+        """Stop the drawing thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def next(self):
+        if self._thread is None:
+            self._queue = queue.Queue(maxsize=self.prefetch)
+            self._thread = threading.Thread(target=self._produce, args=(self._queue,), daemon=True)
+            self._thread.start()
+        batch, state = self._queue.get()
+        if state is None:
+            raise batch
+        self._state = state
+        return batch
+
+    def state(self) -> dict:
+        return self._state
+
+    def set_state(self, state: dict) -> None:
+        if self._thread is not None:
+            raise RuntimeError("set the sampler state before drawing the first batch")
+        self.sampler.set_state(state)
+        self._state = state
+
+
+class ClipSource:
+    """Random batches of labelled clips (a per-rank seeded generator)."""
+
+    def __init__(self, bank: ClipBank, batch_size: int, seed: int):
+        self.bank = bank
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def next(self):
+        audio, mos = self.bank.batch(self.batch_size, self.rng)
+        return torch.from_numpy(audio), torch.from_numpy(mos)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def close(self) -> None:
+        pass
