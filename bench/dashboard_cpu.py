@@ -15,9 +15,8 @@ import os
 import random
 import time
 
-from rich.console import Console
-
 from jsqa.streaming.dashboard import run_dashboard
+from rich.console import Console
 
 
 async def synthetic_events(streams: int, seconds: float, seed: int = 0):

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("checkpoint", type=Path, help="checkpoint written by jsqa-train (torch .pt)")
     onnx.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: CHECKPOINT with .onnx)")
-    onnx.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    onnx.add_argument("--opset", type=int, help="ONNX opset (default 20)")
     onnx.add_argument(
         "--quantize",
         choices=["int8"],

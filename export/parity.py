@@ -44,7 +44,7 @@ class ParityResult:
 
     def table(self) -> str:
         lines = [f"parity on {self.source}", f"{'case':<28}{'shape':>16}{'max |diff|':>14}"]
-        lines += [f"{c.name:<28}{str(c.shape):>16}{c.max_abs_diff:>14.2e}" for c in self.cases]
+        lines += [f"{c.name:<28}{c.shape!s:>16}{c.max_abs_diff:>14.2e}" for c in self.cases]
         return "\n".join(lines)
 
 
@@ -70,7 +70,7 @@ def parity_audio(sample_rate: int = 16000) -> tuple[np.ndarray, str]:
 
 
 def parity_cases(audio: np.ndarray, sample_rate: int, window_seconds: float) -> dict[str, np.ndarray]:
-    window = int(round(window_seconds * sample_rate))
+    window = round(window_seconds * sample_rate)
     cases = {
         "1.0 s": audio[None, :sample_rate],
         "one window": audio[None, :window],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import HubertConfig, HubertModel  # noqa: E402
+import torch
+from torch import nn
+from transformers import HubertConfig, HubertModel
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 3.0

@@ -89,7 +89,7 @@ def write_table(scores: list[FileScore], per_window: bool, model_name: str) -> N
     from rich.table import Table
 
     table = Table(title=f"JSQA MOS ({model_name})")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     if per_window:
         table.add_column("window", justify="right")
     table.add_column("duration", justify="right")

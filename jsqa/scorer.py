@@ -101,8 +101,8 @@ class Scorer:
         self.score_max = float(md["score_max"])
         self.training = json.loads(md.get("training", "{}") or "{}")
         self.metrics = json.loads(md.get("metrics", "{}") or "{}")
-        self.window_samples = int(round(self.window_seconds * self.sample_rate))
-        self.hop_samples = int(round(self.hop_seconds * self.sample_rate))
+        self.window_samples = round(self.window_seconds * self.sample_rate)
+        self.hop_samples = round(self.hop_seconds * self.sample_rate)
         self.providers = self.session.get_providers()
         self._lock = threading.Lock()
         self.run_calls = 0

@@ -33,7 +33,7 @@ CAFE = "noise/pst_background_samples/cafe.flac"
 # (act, speech files, impairment, longest length in seconds)
 ACTS = (
     ("clean", [PS.format("0870"), PS.format("0880"), PS.format("0890")], None, None),
-    ("cafe noise, 0 dB SNR", [LIBRI.format("198-209-0000")], "noise", None),
+    ("cafe noise, 5 dB SNR", [LIBRI.format("198-209-0000")], "noise", None),
     ("packet loss, 25 % in bursts", [PS.format("0920"), PS.format("0930"), PS.format("0880")], "loss", None),
     ("recovered: clean", [LIBRI.format("5703-47212-0000")], None, 12.0),
 )
@@ -72,7 +72,7 @@ def _cut(x: np.ndarray, seconds: float | None) -> np.ndarray:
 def build(data: Path, seed: int) -> tuple[np.ndarray, list[str]]:
     """The demo audio and one timeline line per act."""
     rng = np.random.default_rng(seed)
-    noise = AddNoise(0.0, load_audio(data / CAFE))
+    noise = AddNoise(5.0, load_audio(data / CAFE))
     loss = PacketLoss(rate=0.25, burst=3.0, concealment="zero")
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
     pieces, timeline, t = [], [], 0.0

@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 from .decode import ENCODINGS
 from .engine import Engine
+from .remote import RemoteError
 from .server import Limits
 from .sources import NoInputDevice
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run)
     except KeyboardInterrupt:
         return 0
-    except (CliError, NoInputDevice, FileNotFoundError) as e:
+    except (CliError, NoInputDevice, FileNotFoundError, RemoteError) as e:
         print(f"jsqa-monitor: error: {e}", file=sys.stderr)
         return 1
     return 0

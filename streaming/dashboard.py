@@ -26,7 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .sparkline import BIG_HEIGHT, big_text, big_width, sparkline
+from .sparkline import big_text, big_width, sparkline
 
 HISTORY_S = 120.0  # the sparkline shows the last two minutes of stream time
 RATE_WINDOW_S = 5.0  # windows per second are counted over this much wall time
@@ -213,8 +213,8 @@ class DashboardState:
         if not self.latencies:
             return None
         ordered = sorted(self.latencies)
-        rank = lambda q: ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # noqa: E731
-        return rank(0.50), rank(0.99)
+        n = len(ordered)
+        return tuple(ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for q in (0.50, 0.99))
 
     def rows(self) -> list[StreamView]:
         """Streams, worst smoothed MOS first; streams not yet scored, then ended ones, last."""
@@ -474,7 +474,8 @@ def _row_line(view: StreamView, columns: dict[str, int]) -> Text:
 
 def _header(state: DashboardState) -> Text:
     text = Text("JSQA", style="bold")
-    text.append(f" · {state.active_streams} active streams")
+    active = state.active_streams
+    text.append(f" · {active} active stream{'' if active == 1 else 's'}")
     text.append(f" · {state.windows_per_second():.1f} windows/s")
     lat = state.latency_percentiles()
     text.append(" · latency " + (f"p50 {lat[0]:.0f} ms p99 {lat[1]:.0f} ms" if lat else "—"))
@@ -591,22 +592,25 @@ async def run_dashboard(
     consumer = asyncio.create_task(_consume(events, state))
     stopper = asyncio.create_task(stop.wait())
     try:
-        with _keys(loop, on_key), _sigint(loop, stop.set):
-            with Live(
+        with (
+            _keys(loop, on_key),
+            _sigint(loop, stop.set),
+            Live(
                 render(state, console.width, console.height),
                 console=console,
                 auto_refresh=False,
                 transient=False,
                 vertical_overflow="crop",
-            ) as live:
-                drawn_version, drawn_at = -1, -math.inf
-                while not (consumer.done() or stop.is_set()):
-                    await asyncio.wait({consumer, stopper}, timeout=REFRESH_S)
-                    state.tick(time.monotonic())
-                    if state.version != drawn_version or state.now - drawn_at >= IDLE_REFRESH_S:
-                        live.update(render(state, console.width, console.height), refresh=True)
-                        drawn_version, drawn_at = state.version, state.now
-                live.update(render(state, console.width, console.height), refresh=True)
+            ) as live,
+        ):
+            drawn_version, drawn_at = -1, -math.inf
+            while not (consumer.done() or stop.is_set()):
+                await asyncio.wait({consumer, stopper}, timeout=REFRESH_S)
+                state.tick(time.monotonic())
+                if state.version != drawn_version or state.now - drawn_at >= IDLE_REFRESH_S:
+                    live.update(render(state, console.width, console.height), refresh=True)
+                    drawn_version, drawn_at = state.version, state.now
+            live.update(render(state, console.width, console.height), refresh=True)
     finally:
         for task in (consumer, stopper):
             task.cancel()

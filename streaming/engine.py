@@ -235,12 +235,11 @@ class Engine:
         stream = self._get(stream_id)
         if stream.ended:
             raise StreamError(f"stream {stream_id!r} has ended")
-        if stream.lossless:
-            while len(self._pending) >= self.max_pending:
-                self._space.clear()
-                await self._space.wait()
         now = time.monotonic()
         for start, audio in stream.windower.push(samples):
+            while stream.lossless and len(self._pending) >= self.max_pending:
+                self._space.clear()
+                await self._space.wait()
             self._enqueue(_Window(stream, start, audio, now))
 
     def end_stream(self, stream_id: str, reason: str = "end") -> None:
@@ -266,7 +265,11 @@ class Engine:
 
     def _enqueue(self, window: _Window) -> None:
         if len(self._pending) >= self.max_pending:
-            self._drop([self._pending.popleft()])
+            # lossless streams wait in push() instead, so only live windows are dropped
+            oldest_live = next((w for w in self._pending if not w.stream.lossless), None)
+            if oldest_live is not None:
+                self._pending.remove(oldest_live)
+                self._drop([oldest_live])
         window.stream.pending += 1
         self._pending.append(window)
         self._work.set()

@@ -43,8 +43,9 @@ async def subscribe_remote(
     When the server cannot be reached or drops the connection, waits (``initial_backoff``,
     doubling up to ``max_backoff`` seconds) and tries again, yielding ``connection`` events
     (``connecting``, ``connected``, ``reconnecting`` with the reason and the delay) so a
-    screen can say what is going on. A refusal that retrying cannot fix (401, 403, 404)
-    raises :class:`RemoteError`. Messages that are not JSON objects are skipped.
+    screen can say what is going on. A refusal that retrying cannot fix (HTTP 401, 403,
+    404, or a close with code 1008, policy violation, as for a wrong token) raises
+    :class:`RemoteError`. Messages that are not JSON objects are skipped.
     """
     target = subscribe_url(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -54,18 +55,27 @@ async def subscribe_remote(
         while True:
             try:
                 async with session.ws_connect(target, heartbeat=heartbeat) as ws:
-                    backoff = initial_backoff
                     yield _connection("connected", target)
-                    async for msg in ws:
+                    while True:
+                        msg = await ws.receive()
                         if msg.type != aiohttp.WSMsgType.TEXT:
-                            continue
+                            break
+                        # only a server that delivers resets the delay; one that accepts and
+                        # drops at once (at its subscriber limit) is retried ever more slowly
+                        backoff = initial_backoff
                         try:
                             event = json.loads(msg.data)
                         except ValueError:
                             continue
                         if isinstance(event, dict):
                             yield event
-                    reason = f"server closed the connection (code {ws.close_code})"
+                    said = msg.extra if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else ""
+                    if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
+                        # jsqa-monitor --listen accepts, then closes a socket with a bad token
+                        raise RemoteError(
+                            f"{target} refused the subscription: {said or 'policy violation'} (check --token)"
+                        )
+                    reason = f"server closed the connection ({said or f'code {ws.close_code}'})"
             except aiohttp.WSServerHandshakeError as e:
                 if e.status in (401, 403):
                     raise RemoteError(

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
-from rich.cells import cell_len
-from rich.color import Color
-from rich.console import Console
-
+import soundfile as sf
 from jsqa.streaming.dashboard import (
     ENDED_LINGER_S,
     DashboardState,
@@ -16,6 +14,8 @@ from jsqa.streaming.dashboard import (
     render,
     run_dashboard,
 )
+from rich.cells import cell_len
+from rich.console import Console
 
 
 def score(stream_id, t_end, mos, smoothed=None, **extra):
@@ -225,3 +225,32 @@ def test_a_stream_row_is_redrawn_when_its_scores_change():
     assert after.index("call-good") < after.index("call-bad")
     good_row = next(line for line in after.splitlines() if "call-good" in line)
     assert "1.05" in good_row and "1.10" in good_row and "00:13" in good_row
+
+
+def test_the_demo_call_is_bundled_small_attributed_and_moves_through_its_acts():
+    from jsqa.streaming.demo import ATTRIBUTION_FILE, demo_path
+
+    from jsqa.audio import load_audio
+    from jsqa.levels import frame_energies_db
+
+    path = demo_path()
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+    assert 40 <= info.duration <= 60 and path.stat().st_size <= 1_000_000
+    attribution = (path.parent / ATTRIBUTION_FILE).read_text()
+    for credit in ("LibriVox", "public domain", "CC BY 4.0", "CC0", "scripts/make_demo.py"):
+        assert credit in attribution
+
+    x = load_audio(path)
+    acts = {name: x[int(a * 16000) : int(b * 16000)] for name, a, b in
+            [("clean", 1, 15), ("noise", 18, 29), ("loss", 32, 43), ("recovered", 45, 55)]}
+    floor = {name: np.percentile(frame_energies_db(a), 5) for name, a in acts.items()}
+    assert floor["noise"] > floor["clean"] + 15  # the cafe fills the pauses
+    assert floor["noise"] > floor["recovered"] + 15
+
+    def silent_packets(a):  # share of 20 ms frames that are exactly zero
+        return np.mean(np.all(a[: a.size // 320 * 320].reshape(-1, 320) == 0, axis=1))
+
+    # lost packets are left silent; clean acts have only the short pauses between clips
+    assert silent_packets(acts["loss"]) > silent_packets(acts["clean"]) + 0.1
+    assert silent_packets(acts["recovered"]) < 0.05

@@ -8,11 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from jsqa.export.cli import main as export_main  # noqa: E402
-from jsqa.export.onnx_export import export_onnx, read_metadata  # noqa: E402
-from jsqa.export.parity import FP32_TOLERANCE, ParityError, check_parity  # noqa: E402
-from jsqa.model import JSQAModel, load_checkpoint  # noqa: E402
-from jsqa.scorer import Scorer  # noqa: E402
+from jsqa.export.cli import main as export_main
+from jsqa.export.onnx_export import export_onnx, read_metadata
+from jsqa.export.parity import FP32_TOLERANCE, ParityError, check_parity
+
+from jsqa.model import JSQAModel, load_checkpoint
+from jsqa.scorer import Scorer
 
 CONTRACT_KEYS = {
     "name", "version", "preset", "sample_rate", "window_seconds", "hop_seconds",
@@ -44,7 +45,7 @@ def test_scorer_matches_torch_on_real_speech(tiny_onnx_model, tiny_checkpoint, c
     for n in (5 * 16000 + 777, 16000 * 3, 20000):
         audio = clean_speech[:n]
         result = scorer.score(audio)
-        windows = [audio[int(round(w.t_start * 16000)) : int(round(w.t_end * 16000))] for w in result.windows]
+        windows = [audio[round(w.t_start * 16000) : round(w.t_end * 16000)] for w in result.windows]
         with torch.no_grad():
             expected = model(torch.from_numpy(np.stack(windows))).numpy()
         got = np.array([w.mos for w in result.windows])

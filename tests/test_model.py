@@ -4,7 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jsqa.model import PRESETS, JSQAModel, count_parameters, load_checkpoint, save_checkpoint  # noqa: E402
+from jsqa.model import (
+    PRESETS,
+    JSQAModel,
+    count_parameters,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 WINDOW = 48000
 

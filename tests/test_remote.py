@@ -10,7 +10,6 @@ import socket
 import aiohttp
 import pytest
 from aiohttp import web
-
 from jsqa.streaming.remote import RemoteError, subscribe_remote, subscribe_url
 
 TOKEN = "s3cret"
@@ -153,5 +152,41 @@ def test_a_server_that_is_not_there_yet_is_retried_until_it_starts():
         finally:
             await gen.aclose()
             await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_against_the_real_server_events_flow_a_bad_token_is_refused_and_a_restart_is_survived(
+    tiny_onnx_model, clean_speech
+):
+    from jsqa.streaming.engine import Engine
+    from jsqa.streaming.server import serve
+
+    from jsqa.scorer import Scorer
+
+    async def scenario():
+        port = free_port()
+        async with Engine(Scorer(tiny_onnx_model)) as engine:
+            async with serve(engine, "127.0.0.1", port, token=TOKEN):
+                refused = subscribe_remote(f"ws://127.0.0.1:{port}", "wrong")
+                with pytest.raises(RemoteError, match="refused the subscription: unauthorized"):
+                    await next_matching(refused, lambda e: False)  # the server accepts, then closes
+
+                gen = subscribe_remote(f"ws://127.0.0.1:{port}", TOKEN, initial_backoff=0.05, max_backoff=0.1)
+                await next_matching(gen, lambda e: e.get("state") == "connected")
+                await asyncio.sleep(0.2)  # the server registers the subscriber
+                engine.open_stream("call-42", "test")
+                await engine.push("call-42", clean_speech[: 5 * 16000])
+                engine.end_stream("call-42")
+                got, _ = await next_matching(gen, lambda e: e["type"] == "score")
+                assert got["stream_id"] == "call-42" and 1.0 <= got["mos"] <= 5.0
+                ended, _ = await next_matching(gen, lambda e: e["type"] == "stream_ended")
+                assert ended["stream_id"] == "call-42"
+            down, _ = await next_matching(gen, lambda e: e["type"] == "connection")
+            assert down["state"] == "reconnecting"
+            async with serve(engine, "127.0.0.1", port, token=TOKEN):
+                back, _ = await next_matching(gen, lambda e: e.get("state") == "connected")
+                assert back["detail"].endswith("/v1/subscribe")
+                await gen.aclose()
 
     asyncio.run(scenario())

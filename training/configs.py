@@ -57,7 +57,9 @@ PRESETS: dict[str, TrainConfig] = {
         impairments="noise", finetune_steps=6, finetune_crop_seconds=0.5, batch_size=4,
         warmup_steps=1, checkpoint_every=2, log_every=1, validate_every=0, threads=1,
     ),
-    "small": TrainConfig(model=SMALL_CPU_MODEL),
+    # One torch thread: on this shared 2-core machine (load ~7) a 2-thread step took 20 s
+    # against 2.2 s with one thread (OpenMP threads waiting on each other when descheduled).
+    "small": TrainConfig(model=SMALL_CPU_MODEL, threads=1),
     "paper": TrainConfig(
         model="paper", pretrain_steps=50000, crop_seconds=3.0, groups=16, per_group=4,
         pretrain_lr=3e-4, finetune_steps=20000, batch_size=32, finetune_lr=1e-4,

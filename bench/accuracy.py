@@ -1,0 +1,84 @@
+"""Accuracy of JSQA and peer models on a rated set: Pearson, Spearman, RMSE after mapping.
+
+    python bench/accuracy.py --set codec_mushra [--model FILE] [--labels CSV]
+
+MUSHRA ratings (0-100) are mapped linearly onto 1-5. RMSE3 is the RMSE after a
+third-order monotonic mapping per ITU-T P.1401 (see jsqa.metrics), which forgives a
+model's scale; "cond. r" is Pearson over per-condition means. Peers are skipped with a
+note when not installed (see bench/peers.py for their installation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from jsqa.export.labels import load_rated_set, rated_set_path
+from peers import distillmos, dnsmos, jsqa_onnx, p808
+from rich.console import Console
+from rich.table import Table
+
+from jsqa import metrics
+from jsqa.audio import load_audio
+from jsqa.scorer import DEFAULT_MODEL
+
+
+def predictors(model: Path, threads: int) -> tuple[dict, list[str]]:
+    """Name -> function(list of 16 kHz arrays) -> scores."""
+    found, notes = {}, []
+    builders = {
+        f"JSQA ({model.name})": lambda: jsqa_onnx(model, threads),
+        "DNSMOS P.835 OVRL": lambda: dnsmos(threads),
+        "DNSMOS P.808": lambda: p808(threads),
+        "DistillMOS": lambda: distillmos(threads),
+    }
+    for name, build in builders.items():
+        try:
+            found[name] = build()
+        except ImportError as e:
+            notes.append(f"{name} skipped: {e}")
+    return found, notes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", default="codec_mushra", help="rated set in the data folder (default codec_mushra)")
+    parser.add_argument("--labels", type=Path, help="rating CSV instead of --set (file + mos or mushra_mean)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="JSQA ONNX model (default: shipped)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    labels = args.labels or rated_set_path(args.set)
+    if labels is None:
+        parser.error(f"rated set {args.set!r} not found in the data folder; pass --labels CSV")
+    rated = load_rated_set(labels)
+    audio = [load_audio(f) for f in rated.files]
+    models, notes = predictors(args.model, args.threads)
+
+    table = Table(title=f"{rated.name}: {len(audio)} files, {len(set(rated.conditions))} conditions")
+    for column in ("model", "Pearson", "Spearman", "RMSE3", "RMSE", "cond. r"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    console = Console()
+    for name, score in models.items():
+        with console.status(f"scoring with {name}"):
+            pred = np.array([score(x) for x in audio])
+        s = metrics.summary(pred, rated.mos, rated.conditions)
+        table.add_row(
+            name,
+            f"{s['pearson']:.3f}",
+            f"{s['spearman']:.3f}",
+            f"{s['rmse_mapped_3']:.3f}",
+            f"{s['rmse']:.3f}",
+            f"{s.get('condition_pearson', float('nan')):.3f}",
+        )
+    console.print(f"labels: {labels} (MUSHRA mapped linearly to 1-5)" if "mushra" in rated.name else f"labels: {labels}")
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

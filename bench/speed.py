@@ -1,0 +1,101 @@
+"""Real-time factor of JSQA (ONNX fp32, ONNX int8, torch) against DNSMOS and DistillMOS.
+
+One run, the same files and the same thread count for every model. RTF = processing
+time / audio duration (lower is faster). The models take turns in each repetition, so a
+load spike from other processes on the machine hits all of them alike; the median over
+repetitions is reported. Each model is warmed up once on the first file first.
+
+    python bench/speed.py [--model FILE] [--checkpoint CKPT] [--threads 2] [--repeats 3] [FILES...]
+
+Peers (optional; skipped with a note when missing): ``pip install --no-deps speechmos
+distillmos xls-r-sqa`` plus ``pip install -e ".[bench]"``. DNSMOS windows are 9 s with a
+1 s hop (clips under 9 s are tiled to 9 s); DistillMOS segments internally. Without
+``--checkpoint`` the torch row runs the model's preset with random weights: the same
+computation, so the same speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from peers import distillmos, dnsmos, jsqa_onnx, jsqa_torch
+from rich.console import Console
+from rich.table import Table
+
+from jsqa.audio import load_audio
+from jsqa.data import find_data_root, list_audio
+from jsqa.scorer import DEFAULT_MODEL
+
+DEFAULT_FOLDERS = ("speech/librispeech_examples", "speech/cmu_arctic")
+
+
+def build_models(args) -> tuple[dict, list[str]]:
+    models, notes = {}, []
+    models["JSQA ONNX fp32"] = jsqa_onnx(args.model, args.threads)
+    from jsqa.export.quantize import quantize_int8
+
+    int8_path = Path(tempfile.mkdtemp()) / "int8.onnx"
+    quantize_int8(args.model, int8_path)
+    models["JSQA ONNX int8"] = jsqa_onnx(int8_path, args.threads)
+    builders = {
+        "JSQA torch": lambda: jsqa_torch(args.model, args.checkpoint, args.threads),
+        "DNSMOS (speechmos)": lambda: dnsmos(args.threads),
+        "DistillMOS": lambda: distillmos(args.threads),
+    }
+    for name, build in builders.items():
+        try:
+            models[name] = build()
+        except ImportError as e:
+            notes.append(f"{name} skipped: {e} (see bench/speed.py docstring)")
+    return models, notes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, help="audio files (default: a minute of shared speech)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="JSQA ONNX model (default: shipped)")
+    parser.add_argument("--checkpoint", type=Path, help="torch checkpoint for the torch row")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every model (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the files (default 3)")
+    args = parser.parse_args(argv)
+
+    files = args.files or [f for folder in DEFAULT_FOLDERS for f in list_audio(find_data_root() / folder)]
+    audio = [load_audio(f) for f in files]
+    duration = sum(x.size for x in audio) / 16000
+    models, notes = build_models(args)
+    for score in models.values():
+        score(audio[0])
+
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, score in models.items():
+            start = time.perf_counter()
+            for x in audio:
+                score(x)
+            times[name].append(time.perf_counter() - start)
+
+    rtf = {name: statistics.median(t) / duration for name, t in times.items()}
+    ours = rtf["JSQA ONNX fp32"]
+    table = Table(
+        title=f"Real-time factor: {len(files)} files, {duration:.1f} s of audio, {args.threads} threads,"
+        f" median of {args.repeats}"
+    )
+    for column in ("model", "RTF", "x real time", "JSQA fp32 RTF / this RTF"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, value in rtf.items():
+        table.add_row(name, f"{value:.4f}", f"{1 / value:.0f}x", f"{ours / value:.2f}")
+    console = Console()
+    console.print(f"model: {args.model}")
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The training recipe end to end with the tiny preset: label -> pretrain -> finetune ->
+evaluate -> ablate, plus the loss and the labelled-set readers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jsqa.model import load_checkpoint
+from jsqa.training import cli
+from jsqa.training.datasets import read_rated
+from jsqa.training.labels import CorpusSpec, build_corpus
+from jsqa.training.losses import supcon_loss
+from jsqa.training.loop import read_metrics
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_root):
+    """A proxy-labelled corpus of 10 one-second clips (real speech, noise, codecs, PESQ-WB)."""
+    out = tmp_path_factory.mktemp("labels")
+    return build_corpus(out, CorpusSpec(n_clips=10, seconds=1.0, seed=4), progress=False)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("pretrain")
+    assert cli.main(["pretrain", "--config", "tiny", "--out", str(out), "--steps", "3"]) == 0
+    return out / "final.ckpt"
+
+
+def test_supcon_prefers_embeddings_that_group_positives():
+    positives = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.bool)
+    grouped = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0.05], [0, 1], [0.05, 1]]), dim=1)
+    mixed = grouped[[0, 2, 1, 3]]
+    assert supcon_loss(grouped, positives) < supcon_loss(mixed, positives) - 1.0
+    z = grouped.clone().requires_grad_(True)
+    supcon_loss(z, positives).backward()
+    assert z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        supcon_loss(grouped, torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_read_rated_formats(tmp_path, speech_path, data_root):
+    (tmp_path / "a.flac").symlink_to(speech_path)
+    (tmp_path / "nisqa.csv").write_text("db,con,filepath_deg,mos\nX,3,a.flac,3.5\n")
+    (tmp_path / "plain.csv").write_text(f"{speech_path},4.25\n")
+    (tmp_path / "header.csv").write_text("path,mos,condition\na.flac,2.0,noisy\n")
+    nisqa, plain, header = (read_rated(tmp_path / n) for n in ("nisqa.csv", "plain.csv", "header.csv"))
+    assert nisqa[0].path == tmp_path / "a.flac" and nisqa[0].mos == 3.5 and nisqa[0].condition == "3"
+    assert plain[0].path == speech_path and plain[0].mos == 4.25
+    assert header[0].condition == "noisy" and header[0].mos == 2.0
+    mushra = read_rated("codec_mushra")
+    assert len(mushra) == 128
+    first = next(r for r in mushra if r.path.name == "prop_13.flac" and r.path.parent.name == "stim_01")
+    assert first.mos == pytest.approx(1 + 4 * 55.545 / 100)
+    (tmp_path / "bad.csv").write_text("file,score\nx,y\n")
+    with pytest.raises(ValueError, match="filepath_deg,mos"):
+        read_rated(tmp_path / "bad.csv")
+
+
+def test_label_corpus_is_scored_and_cached(corpus):
+    rows = list(csv.DictReader(open(corpus)))
+    assert len(rows) == 10
+    mos = np.array([float(r["mos"]) for r in rows])
+    assert ((mos >= 1) & (mos <= 5)).all() and mos.std() > 0.3
+    for r in rows:
+        assert (corpus.parent / r["path"]).is_file()
+        chain = json.loads(r["params"])
+        if r["condition"] == "clean":
+            assert chain == [] and float(r["pesq_wb"]) > 4.5
+    # Rebuilding with the same parameters reuses the cache; other parameters are refused.
+    before = corpus.read_text()
+    build_corpus(corpus.parent, CorpusSpec(n_clips=10, seconds=1.0, seed=4), progress=False)
+    assert corpus.read_text() == before
+    with pytest.raises(ValueError, match="other parameters"):
+        build_corpus(corpus.parent, CorpusSpec(n_clips=10, seconds=1.0, seed=5), progress=False)
+
+
+def test_pretrain_finetune_evaluate(pretrained, corpus, tmp_path, capsys):
+    rows = read_metrics(pretrained.parent / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and "sim_pos" in r for r in rows)
+    assert (pretrained.parent / "loss.png").stat().st_size > 1000
+
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
+                     "--out", str(out), "--steps", "3", "--validate-on", str(corpus),
+                     "--validate-every", "3"]) == 0
+    model, ckpt = load_checkpoint(out / "final.ckpt")
+    assert ckpt["training"]["stage"] == "finetune"
+    assert ckpt["training"]["init"]["checkpoint"] == str(pretrained)
+    assert ckpt["training"]["labelled_clips"] == 10
+    assert -1 <= ckpt["metrics"]["val_pearson"] <= 1
+    # Fine-tuning started from the pretrained encoder, not from a fresh one.
+    pre, _ = load_checkpoint(pretrained)
+    w_pre = pre.encoder.feature_extractor.conv_layers[0].conv.weight
+    w_ft = model.encoder.feature_extractor.conv_layers[0].conv.weight
+    assert (w_ft - w_pre).abs().max() < 0.05 * w_pre.abs().max()
+
+    capsys.readouterr()
+    report = tmp_path / "report.json"
+    assert cli.main(["evaluate", str(out / "final.ckpt"), "--data", str(corpus), "--json", str(report),
+                     "--scatter", str(tmp_path / "s.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "pearson" in printed and "rmse_mapped_3" in printed
+    rep = json.loads(report.read_text())
+    conditions = {r["condition"] for r in csv.DictReader(open(corpus))}
+    assert rep["overall"]["n"] == 10 and set(rep["per_condition"]) == conditions
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_evaluate_onnx_matches_the_runtime(tiny_onnx_model, corpus, tmp_path, capsys):
+    from jsqa.scorer import Scorer
+    from jsqa.training.evaluate import evaluate_path
+
+    items = read_rated(corpus)
+    rep, pred = evaluate_path(tiny_onnx_model, items)
+    direct = [Scorer(tiny_onnx_model).score_file(it.path).mos for it in items]
+    assert np.allclose(pred, direct, atol=1e-5)
+    assert rep["overall"]["n"] == 10
+
+
+def test_finetune_reports_a_missing_checkpoint(corpus, tmp_path, capsys):
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(tmp_path / "nope.ckpt"),
+                     "--data", str(corpus), "--out", str(tmp_path / "x")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_ablate_prints_the_paper_table(pretrained, corpus, tmp_path, capsys):
+    out = tmp_path / "abl"
+    assert cli.main(["ablate", "--config", "tiny", "--out", str(out), "--pretrained", str(pretrained),
+                     "--data", str(corpus), "--test", str(corpus), "--budget", "6", "--seeds", "0,1",
+                     "--steps", "2"]) == 0
+    table = (out / "ablation.md").read_text()
+    for label in ("RMSE", "MAE", "PCC", "SRCC"):
+        assert f"| {label}" in table
+    assert "±" in table and "%" in table and "n=2 seeds" in table
+    runs = sorted(p.parent.name for p in out.glob("*/eval.json"))
+    assert runs == ["jsqa-seed0", "jsqa-seed1", "scratch-seed0", "scratch-seed1"]
+    # Both arms of a seed saw the same labelled clips.
+    s0 = torch.load(out / "scratch-seed0" / "final.ckpt", weights_only=False)["training"]
+    j0 = torch.load(out / "jsqa-seed0" / "final.ckpt", weights_only=False)["training"]
+    assert s0["labelled_clips"] == j0["labelled_clips"] == 6
+    assert s0["init"] == "scratch" and j0["init"]["checkpoint"] == str(pretrained)
