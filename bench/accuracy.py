@@ -24,17 +24,20 @@ from jsqa import metrics
 from jsqa.audio import load_audio
 from jsqa.scorer import DEFAULT_MODEL
 
+MODELS = ("jsqa", "dnsmos", "p808", "distillmos")
 
-def predictors(model: Path, threads: int) -> tuple[dict, list[str]]:
-    """Name -> function(list of 16 kHz arrays) -> scores."""
+
+def predictors(model: Path, threads: int, only: list[str]) -> tuple[dict, list[str]]:
+    """Row name -> score(16 kHz array) -> MOS, for the models in ``only``."""
     found, notes = {}, []
     builders = {
-        f"JSQA ({model.name})": lambda: jsqa_onnx(model, threads),
-        "DNSMOS P.835 OVRL": lambda: dnsmos(threads),
-        "DNSMOS P.808": lambda: p808(threads),
-        "DistillMOS": lambda: distillmos(threads),
+        "jsqa": (f"JSQA ({model.name})", lambda: jsqa_onnx(model, threads)),
+        "dnsmos": ("DNSMOS P.835 OVRL", lambda: dnsmos(threads)),
+        "p808": ("DNSMOS P.808", lambda: p808(threads)),
+        "distillmos": ("DistillMOS", lambda: distillmos(threads)),
     }
-    for name, build in builders.items():
+    for key in only:
+        name, build = builders[key]
         try:
             found[name] = build()
         except ImportError as e:
@@ -48,6 +51,9 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", type=Path, help="rating CSV instead of --set (file + mos or mushra_mean)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="JSQA ONNX model (default: shipped)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--only", nargs="+", choices=MODELS, default=list(MODELS), help="models to score (default: all)"
+    )
     args = parser.parse_args(argv)
 
     labels = args.labels or rated_set_path(args.set)
@@ -55,7 +61,7 @@ def main(argv=None) -> int:
         parser.error(f"rated set {args.set!r} not found in the data folder; pass --labels CSV")
     rated = load_rated_set(labels)
     audio = [load_audio(f) for f in rated.files]
-    models, notes = predictors(args.model, args.threads)
+    models, notes = predictors(args.model, args.threads, args.only)
 
     table = Table(title=f"{rated.name}: {len(audio)} files, {len(set(rated.conditions))} conditions")
     for column in ("model", "Pearson", "Spearman", "RMSE3", "RMSE", "cond. r"):

@@ -85,10 +85,10 @@ def main(argv=None) -> int:
         title=f"Real-time factor: {len(files)} files, {duration:.1f} s of audio, {args.threads} threads,"
         f" median of {args.repeats}"
     )
-    for column in ("model", "RTF", "x real time", "JSQA fp32 RTF / this RTF"):
+    for column in ("model", "RTF", "speed", "JSQA fp32 RTF / its RTF"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, value in rtf.items():
-        table.add_row(name, f"{value:.4f}", f"{1 / value:.0f}x", f"{ours / value:.2f}")
+        table.add_row(name, f"{value:.4f}", f"{1 / value:.1f}x real time", f"{ours / value:.2f}")
     console = Console()
     console.print(f"model: {args.model}")
     console.print(table)

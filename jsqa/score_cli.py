@@ -9,8 +9,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jsqa.data import AUDIO_SUFFIXES
+
+if TYPE_CHECKING:
+    from jsqa.scorer import ScoreResult
 
 GLOB_CHARS = set("*?[")
 
@@ -19,7 +23,7 @@ GLOB_CHARS = set("*?[")
 class FileScore:
     path: str
     duration_s: float
-    result: object  # ScoreResult
+    result: ScoreResult
 
 
 def build_parser() -> argparse.ArgumentParser:

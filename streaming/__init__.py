@@ -1,0 +1,1 @@
+"""Live monitoring: the asyncio engine, its sources and server, and ``jsqa-monitor``."""

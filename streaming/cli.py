@@ -184,10 +184,10 @@ async def _run_local(args, dashboard: bool) -> None:
                 from .dashboard import run_dashboard
 
                 await run_dashboard(_until_ended(view, stream_id), model_name=engine.model_name, single_stream=True)
+                feeding.cancel()  # a quit stops the source; a source that has finished is unaffected
             else:
-                await feeding
-            # a quit from the dashboard stops the source; a finished source is a no-op here
-            feeding.cancel()
+                # Ctrl-C or SIGTERM stops the source; the stream still ends with its summary
+                _on_signals(feeding.cancel)
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
             await engine.drain()
@@ -196,12 +196,16 @@ async def _run_local(args, dashboard: bool) -> None:
             await outputs.close()
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
+def _on_signals(callback) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, callback)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    _on_signals(stop.set)
     await stop.wait()
 
 
@@ -232,16 +236,19 @@ async def _run_server(args, dashboard: bool) -> None:
 
 
 async def _run_connect(args, dashboard: bool) -> None:
-    from .remote import subscribe_remote
+    from .remote import RemoteError, subscribe_remote
 
-    events = subscribe_remote(args.connect, token=args.token)
-    if dashboard:
-        from .dashboard import run_dashboard
+    try:
+        events = subscribe_remote(args.connect, token=args.token)
+        if dashboard:
+            from .dashboard import run_dashboard
 
-        await run_dashboard(events, model_name=args.connect, single_stream=False)
-        return
-    async for event in events:
-        print(json.dumps(event), flush=True)
+            await run_dashboard(events, model_name=args.connect, single_stream=False)
+            return
+        async for event in events:
+            print(json.dumps(event), flush=True)
+    except (RemoteError, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def _list_devices() -> int:

@@ -117,7 +117,11 @@ class Subscription:
 
     def close(self) -> None:
         self.closed = True
-        self._engine._subscriptions.discard(self)
+        subs = self._engine._subscriptions.get(self.stream_id)
+        if subs is not None:
+            subs.discard(self)
+            if not subs and self.stream_id is not None:
+                del self._engine._subscriptions[self.stream_id]
         self._ready.set()
 
     def __aiter__(self):
@@ -183,7 +187,8 @@ class Engine:
 
         self._streams: dict[str, _Stream] = {}
         self._pending: collections.deque[_Window] = collections.deque()
-        self._subscriptions: set[Subscription] = set()
+        # keyed by stream id (None: all streams) so publishing costs per listener, not per socket
+        self._subscriptions: dict[str | None, set[Subscription]] = {None: set()}
         self._work = asyncio.Event()
         self._space = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsqa-score")
@@ -204,8 +209,9 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for sub in list(self._subscriptions):
-            sub.close()
+        for subs in list(self._subscriptions.values()):
+            for sub in list(subs):
+                sub.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def drain(self) -> None:
@@ -294,13 +300,22 @@ class Engine:
     def subscribe(
         self, stream_id: str | None = None, types: set[str] | None = None, maxsize: int | None = None
     ) -> Subscription:
-        """Events of one stream (or all), optionally only some types (``{"alert"}``)."""
+        """Events of one stream (or all), optionally only some types (``{"alert"}``).
+        A subscriber to all streams gets the current ``stats`` at once, so it knows the
+        model and the load before the next periodic update."""
         sub = Subscription(self, stream_id, types, maxsize or self.queue_size)
-        self._subscriptions.add(sub)
+        self._subscriptions.setdefault(stream_id, set()).add(sub)
+        now = Stats(**self.stats()).to_dict()
+        if sub.wants(now):
+            sub.offer(now)
         return sub
 
     def _publish(self, event: dict) -> None:
-        for sub in list(self._subscriptions):
+        stream_id = event.get("stream_id")
+        listeners = list(self._subscriptions[None])
+        if stream_id is not None:
+            listeners += self._subscriptions.get(stream_id, ())
+        for sub in listeners:
             if sub.wants(event):
                 sub.offer(event)
 

@@ -38,7 +38,7 @@ class Limits:
     # audio may arrive at most this many times faster than real time, after a burst allowance
     max_speed: float = 2.0
     burst_seconds: float = 10.0
-    subscriber_queue: int = 1024
+    subscriber_queue: int = 1024  # events held for each /v1/subscribe client
 
 
 class Violation(Exception):
@@ -174,7 +174,7 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
             stream_id, decoder = _stream_params(request)
             _open(engine, limits, stream_id, "websocket")
             opened = stream_id
-            events = engine.subscribe(stream_id, maxsize=limits.subscriber_queue)
+            events = engine.subscribe(stream_id)
             sender = asyncio.create_task(_send_events(ws, events, until_end_of=stream_id))
             pace = _Pace(limits)
             async for msg in ws:

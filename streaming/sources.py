@@ -110,10 +110,14 @@ class MicSource:
                 self.overflows += 1
             loop.call_soon_threadsafe(put, indata.copy())
 
-        with sd.InputStream(
-            device=self.device["index"], samplerate=self.rate, channels=self.channels,
-            dtype="float32", blocksize=self.block, callback=callback,
-        ):
+        try:
+            stream = sd.InputStream(
+                device=self.device["index"], samplerate=self.rate, channels=self.channels,
+                dtype="float32", blocksize=self.block, callback=callback,
+            )
+        except sd.PortAudioError as e:
+            raise NoInputDevice(f"cannot open input device {self.device['name']!r}: {e}") from None
+        with stream:
             while True:
                 yield decoder.convert(await queue.get())
 

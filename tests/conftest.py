@@ -67,6 +67,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_onnx_model(tiny_checkpoint):
     """Path of the tiny checkpoint exported to ONNX (once per session, parity enforced)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
     from jsqa.export.onnx_export import export_onnx
 
     output = tiny_checkpoint.with_suffix(".onnx")

@@ -82,3 +82,8 @@ class HealthyStream:
                 self.events.append((time.monotonic(), event))
                 if event["type"] == "score":
                     self.first_score.set()
+
+
+def run(coro, timeout: float = 60.0):
+    """``asyncio.run`` with a guard so a broken server fails the test instead of hanging it."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))

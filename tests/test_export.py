@@ -94,3 +94,17 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
         export_main(["onnx", str(tmp_path / "missing.pt")])
     assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_rated_sets_load_with_mushra_mapped_to_mos(data_root, tmp_path):
+    from jsqa.export.labels import load_rated_set, mushra_to_mos
+
+    np.testing.assert_allclose(mushra_to_mos([0, 50, 100]), [1.0, 3.0, 5.0])
+    rated = load_rated_set(data_root / "rated" / "codec_mushra" / "ratings.csv")
+    assert len(rated.files) == 128 and all(f.is_file() for f in rated.files)
+    assert 1.0 <= rated.mos.min() and rated.mos.max() <= 5.0
+    assert "Reference" in rated.conditions and len(set(rated.conditions)) > 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,score\na.wav,3\n")
+    with pytest.raises(ValueError, match="'mos' or 'mushra_mean'"):
+        load_rated_set(bad)

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from jsqa.scorer import Scorer
 
-from .stream_support import HealthyStream, expected_windows, pcm16, running_server
+from .stream_support import HealthyStream, expected_windows, pcm16, run, running_server
 
 SECONDS = 14.84  # the clean_speech recording
 
@@ -66,13 +66,9 @@ BAD_INPUTS = {
         _ws_close, "/v1/twilio", [_twilio("connected"), _twilio("media", media={"payload": "AAAA"})],
         1008, "'media' before 'start'"),
     "twilio second start": (_aiohttp_close, "/v1/twilio", [START, START], 1008, "a second 'start'"),
-    "twilio media after stop": (
-        _ws_close, "/v1/twilio", [START, _twilio("stop", streamSid="MZbad"), _twilio("media")], None, None),
     "twilio bad base64": (
         _ws_close, "/v1/twilio", [START, _twilio("media", streamSid="MZbad", media={"payload": "!!"})],
         1007, "not valid base64"),
-    "twilio odd payload": (
-        _aiohttp_close, "/v1/twilio", [START.replace("x-mulaw", "x-alaw").replace("8000", "16000")], None, None),
     "twilio binary frame": (_ws_close, "/v1/twilio", [b"\x00"], 1003, "binary frames"),
     "twilio unknown encoding": (
         _ws_close, "/v1/twilio", [START.replace("audio/x-mulaw", "audio/opus")], 1003, "unsupported media encoding"),
@@ -85,7 +81,7 @@ def test_bad_input_closes_only_that_connection(case, tiny_onnx_model, clean_spee
 
     async def scenario():
         async with running_server(tiny_onnx_model, max_frame_bytes=64 * 1024) as server:
-            healthy = HealthyStream(server, clean_speech)
+            healthy = HealthyStream(server, clean_speech, speed=20.0)
             task = asyncio.create_task(healthy.run())
             await healthy.first_score.wait()
             closed = await client(server.ws + path, send)
@@ -93,12 +89,9 @@ def test_bad_input_closes_only_that_connection(case, tiny_onnx_model, clean_spee
             await task
             return closed, closed_at, healthy, server.engine
 
-    closed, closed_at, healthy, engine = asyncio.run(scenario())
-    if code is not None:
-        assert closed[0] == code
-        assert reason in closed[1]
-    else:
-        assert closed[0] in (1000, 1008)
+    closed, closed_at, healthy, engine = run(scenario())
+    assert closed[0] == code
+    assert reason in closed[1]
     # the healthy stream got every window, including ones after the bad connection closed
     assert len(healthy.scores) == expected_windows(SECONDS)
     assert any(t > closed_at and e["type"] == "score" for t, e in healthy.events)
@@ -117,7 +110,7 @@ def test_twilio_media_after_stop_and_sample_rate_are_checked(tiny_onnx_model):
             rate = await _ws_close(server.ws + "/v1/twilio", [START.replace("8000", "7000")])
             return after_stop, late, rate
 
-    after_stop, late, rate = asyncio.run(scenario())
+    after_stop, late, rate = run(scenario())
     assert after_stop == (1000, "call stopped")
     assert late == (1000, "call stopped")  # the server closed at 'stop'; later messages go nowhere
     assert rate[0] == 1003 and "unsupported rate 7000" in rate[1]
@@ -146,7 +139,7 @@ def test_abrupt_disconnect_mid_window_ends_the_stream(tiny_onnx_model, clean_spe
                     active = await r.json()
                 return cut, healthy, active
 
-    cut, healthy, active = asyncio.run(scenario())
+    cut, healthy, active = run(scenario())
     assert cut[0]["type"] == "stream_started"
     assert cut[-1]["type"] == "stream_ended" and cut[-1]["reason"] == "disconnected"
     assert cut[-1]["windows"] == 3  # windows ending at 3 s and 4 s, then the tail ending at 4.5 s
@@ -174,7 +167,7 @@ def test_token_is_required_everywhere_but_healthz(tiny_onnx_model, clean_speech)
             await task
             return results, healthy
 
-    results, healthy = asyncio.run(scenario())
+    results, healthy = run(scenario())
     assert results["/healthz"] == 200
     assert results["/metrics"] == results["/v1/streams"] == results["/metrics?token=wrong"] == 401
     assert results["/metrics?token=s3cret"] == results["bearer"] == 200
@@ -193,7 +186,7 @@ def test_stream_limit_closes_the_extra_stream_only(tiny_onnx_model, clean_speech
             await task
             return extra, healthy
 
-    extra, healthy = asyncio.run(scenario())
+    extra, healthy = run(scenario())
     assert extra[0] == 1013 and "limit of 1 streams" in extra[1]
     assert len(healthy.scores) == expected_windows(SECONDS)
 
@@ -218,7 +211,7 @@ def test_websockets_client_streams_48k_stereo_float(tiny_onnx_model, clean_speec
                     events.append(json.loads(text))
             return events
 
-    events = asyncio.run(scenario())
+    events = run(scenario())
     scores = [e for e in events if e["type"] == "score"]
     assert [e["t_end"] for e in scores] == [3.0, 4.0, 5.0, 6.0]
     direct = Scorer(tiny_onnx_model).score_windows(np.stack([x[s * 16000 : s * 16000 + 48000] for s in range(4)]))
@@ -248,7 +241,7 @@ def test_metrics_and_streams_report_live_figures(tiny_onnx_model, clean_speech):
                     after = await r.text()
             return latest, during, streams, after
 
-    latest, (content_type, during), streams, after = asyncio.run(scenario())
+    latest, (content_type, during), streams, after = run(scenario())
     assert content_type.startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(during)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
@@ -256,14 +249,15 @@ def test_metrics_and_streams_report_live_figures(tiny_onnx_model, clean_speech):
     assert samples[("jsqa_stream_mos", (("stream_id", "live"),))] == pytest.approx(latest["mos"])
     assert samples[("jsqa_stream_mos_smoothed", (("stream_id", "live"),))] == pytest.approx(latest["mos_smoothed"])
     assert samples[("jsqa_windows_scored_total", ())] == 2
-    assert families["jsqa_score_latency"].type == "histogram"
+    assert families["jsqa_score_latency_seconds"].type == "histogram"
     assert samples[("jsqa_score_latency_seconds_count", ())] == 2
     assert samples[("jsqa_score_latency_seconds_bucket", (("le", "+Inf"),))] == 2
     [live] = streams["streams"]
     assert live["stream_id"] == "live" and live["mos"] == pytest.approx(latest["mos"])
     assert streams["stats"]["active_streams"] == 1
     after_samples = {s.name: s.value for f in text_string_to_metric_families(after) for s in f.samples if not s.labels}
-    assert after_samples["jsqa_streams_active"] == 0 and after_samples["jsqa_windows_scored_total"] == 3
+    assert after_samples["jsqa_streams_active"] == 0 and after_samples["jsqa_streams_total"] == 1
+    assert after_samples["jsqa_windows_scored_total"] == 2  # 4 s ends on a hop: no tail window
 
 
 def test_subscribers_get_their_streams_events(tiny_onnx_model, clean_speech):
@@ -289,7 +283,7 @@ def test_subscribers_get_their_streams_events(tiny_onnx_model, clean_speech):
             await asyncio.gather(*subs, return_exceptions=True)
             return only_a, everything, a
 
-    only_a, everything, a = asyncio.run(scenario())
+    only_a, everything, a = run(scenario())
     assert {e["stream_id"] for e in only_a} == {"a"}
     assert [e for e in only_a if e["type"] == "score"] == a.scores
     assert {e["type"] for e in only_a} == {"stream_started", "score", "stream_ended"}
@@ -298,9 +292,10 @@ def test_subscribers_get_their_streams_events(tiny_onnx_model, clean_speech):
 
 
 def test_slow_subscriber_never_slows_scoring(tiny_onnx_model, clean_speech):
-    """A subscriber that never reads (tiny receive buffer) loses events, counted in /metrics;
-    the streams are scored in full."""
-    audio = np.concatenate([clean_speech] * 4)
+    """A subscriber that cannot keep up (it stops reading; its queue holds 4 events) loses
+    events, counted in /metrics, while every stream is scored in full and each stream's
+    own socket still gets every one of its events."""
+    audio = np.concatenate([clean_speech] * 2)
 
     async def scenario():
         async with running_server(tiny_onnx_model, subscriber_queue=4) as server:
@@ -314,13 +309,13 @@ def test_slow_subscriber_never_slows_scoring(tiny_onnx_model, clean_speech):
                 await asyncio.gather(*(s.run() for s in streams))
                 async with aiohttp.ClientSession() as session, session.get(f"{server.http}/metrics") as r:
                     text = await r.text()
-                stuck.transport.resume_reading()
+                stuck.transport.abort()  # and then it dies without a goodbye
             return streams, text, server.engine
 
-    streams, text, engine = asyncio.run(scenario())
+    streams, text, engine = run(scenario())
     samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
     for s in streams:
-        assert len(s.scores) == expected_windows(4 * SECONDS)
+        assert len(s.scores) == expected_windows(2 * SECONDS)
     assert samples["jsqa_windows_dropped_total"] == 0
     assert samples["jsqa_events_dropped_total"] > 0
-    assert samples["jsqa_windows_scored_total"] == 4 * expected_windows(4 * SECONDS)
+    assert samples["jsqa_windows_scored_total"] == 4 * expected_windows(2 * SECONDS)

@@ -248,3 +248,17 @@ def test_stats_event_reports_the_engine(scorer, clean_speech):
     stats = asyncio.run(scenario())
     assert stats["active_streams"] == 1 and stats["model_name"] == "jsqa-tiny"
     assert stats["latency_p50_ms"] >= 0 and stats["windows_dropped"] == 0
+
+
+def test_a_new_subscriber_gets_the_stats_at_once(scorer):
+    async def scenario():
+        async with Engine(scorer, stats_interval=3600) as engine:
+            everything = engine.subscribe()
+            one_stream = engine.subscribe("a")
+            first = await asyncio.wait_for(everything.__anext__(), 5)
+            one_stream.close()
+            return first, [e async for e in one_stream]
+
+    first, one_stream = asyncio.run(scenario())
+    assert first["type"] == "stats" and first["model_name"] == "jsqa-tiny" and first["active_streams"] == 0
+    assert one_stream == []  # stats are engine-wide: a one-stream subscriber does not get them

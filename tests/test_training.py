@@ -104,13 +104,16 @@ def test_pretrain_finetune_evaluate(pretrained, corpus, tmp_path, capsys):
     capsys.readouterr()
     report = tmp_path / "report.json"
     assert cli.main(["evaluate", str(out / "final.ckpt"), "--data", str(corpus), "--json", str(report),
-                     "--scatter", str(tmp_path / "s.png")]) == 0
+                     "--scatter", str(tmp_path / "s.png"), "--attach"]) == 0
     printed = capsys.readouterr().out
     assert "pearson" in printed and "rmse_mapped_3" in printed
     rep = json.loads(report.read_text())
     conditions = {r["condition"] for r in csv.DictReader(open(corpus))}
     assert rep["overall"]["n"] == 10 and set(rep["per_condition"]) == conditions
     assert (tmp_path / "s.png").stat().st_size > 1000
+    # --attach stored the overall metrics in the checkpoint, for the ONNX metadata.
+    _, ckpt = load_checkpoint(out / "final.ckpt")
+    assert ckpt["metrics"][corpus.parent.name]["pearson"] == pytest.approx(rep["overall"]["pearson"], abs=1e-4)
 
 
 def test_evaluate_onnx_matches_the_runtime(tiny_onnx_model, corpus, tmp_path, capsys):

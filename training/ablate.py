@@ -4,7 +4,8 @@ and from the JND-pretrained encoder, over several seeds.
 Each (arm, seed) run lives in ``OUT/<arm>-seed<k>/`` with its checkpoint and ``eval.json``;
 finished runs are reused, so seeds can run as separate processes in parallel and the
 table can be re-printed at any time (``--report``). The labelled subset of a seed is the
-same for both arms.
+same for both arms. ``arms`` runs one arm alone (the scratch arm needs no pretrained
+checkpoint, so it can start while stage 1 is still running).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ ARMS = ("scratch", "jsqa")
 METRICS = (("rmse", "RMSE", False), ("mae", "MAE", False), ("pearson", "PCC", True), ("spearman", "SRCC", True))
 
 
-def run_ablation(out_dir: str | Path, pretrained: str, data: list[str], test_sets: list[str],
-                 budget: int, seeds: list[int], config: TrainConfig) -> None:
+def run_ablation(out_dir: str | Path, pretrained: str | None, data: list[str], test_sets: list[str],
+                 budget: int, seeds: list[int], config: TrainConfig, arms: tuple[str, ...] = ARMS) -> None:
     out = Path(out_dir)
     tests = {name: read_rated(name) for name in test_sets}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             run = out / f"{arm}-seed{seed}"
             if (run / "eval.json").exists():
                 continue

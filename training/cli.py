@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, help="groups of positives per batch")
     p.add_argument("--per-group", type=int, help="mixtures per group")
     p.add_argument("--temperature", type=float, help="SupCon temperature (default 0.1)")
+    p.add_argument("--no-center", dest="center", action="store_false", default=None,
+                   help="do not centre projections over the batch before normalising")
     p.add_argument("--no-generated-noise", action="store_true", help="only noise recordings")
     p.add_argument("--manifest", help="append a JSON line per batch describing every mixture drawn")
 
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="codec_mushra, warpq, or a CSV (NISQA or path,mos)")
     p.add_argument("--scatter", help="PNG path for the predicted-vs-true scatter (default MODEL.scatter.png)")
     p.add_argument("--json", help="write the full report as JSON here")
+    p.add_argument("--attach", action="store_true",
+                   help="store the overall metrics in the checkpoint's 'metrics' (exported into the ONNX metadata)")
 
     p = sub.add_parser("ablate", help="scratch vs JND-pretrained at the same labelled budget, several seeds")
     p.add_argument("--out", required=True)
@@ -91,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=500, help="labelled clips per run")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, help="fine-tuning steps per run")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak fine-tuning learning rate")
+    p.add_argument("--warmup-steps", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--arms", default="scratch,jsqa", help="arms to run: scratch, jsqa or both (default)")
     p.add_argument("--report", action="store_true", help="only print the table of finished runs")
     return parser
 
@@ -102,7 +110,7 @@ def _config(args):
     cfg = get_preset(args.config)
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
-        "groups", "per_group", "temperature", "batch_size", "validate_every")}
+        "groups", "per_group", "temperature", "center", "batch_size", "validate_every")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):
@@ -166,16 +174,27 @@ def _run(args) -> int:
         console.print(f"scatter: {png}")
         if args.json:
             save_json(rep, args.json)
+        if args.attach:
+            from .evaluate import attach_metrics
+
+            attach_metrics(args.model, name, rep["overall"])
+            console.print(f"metrics for {name} stored in {args.model}")
     elif args.command == "ablate":
         from .ablate import run_ablation, table
 
         if not args.report:
-            missing = [f for f, v in (("--pretrained", args.pretrained), ("--data", args.data),
-                                      ("--test", args.test)) if not v]
+            arms = tuple(a.strip() for a in args.arms.split(","))
+            if not set(arms) <= {"scratch", "jsqa"}:
+                raise ValueError(f"--arms takes scratch and/or jsqa, got {args.arms}")
+            needed = (("--data", args.data), ("--test", args.test)) + (
+                (("--pretrained", args.pretrained),) if "jsqa" in arms else ())
+            missing = [f for f, v in needed if not v]
             if missing:
                 raise ValueError(f"missing {', '.join(missing)} (or use --report to print finished runs)")
+            if "jsqa" in arms and not os.path.isfile(args.pretrained):
+                raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint")
             run_ablation(args.out, args.pretrained, args.data, args.test, args.budget,
-                         [int(s) for s in args.seeds.split(",")], _config(args))
+                         [int(s) for s in args.seeds.split(",")], _config(args), arms)
         text = table(args.out)
         from pathlib import Path
 

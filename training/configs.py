@@ -25,6 +25,7 @@ class TrainConfig:
     groups: int = 4
     per_group: int = 4
     temperature: float = 0.1
+    center: bool = True
     jnd_db: float = 3.0
     impairments: str = "all"
     pretrain_lr: float = 5e-4

@@ -139,5 +139,17 @@ def format_report(rep: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+def attach_metrics(ckpt_path: str | Path, name: str, overall: dict) -> None:
+    """Add ``overall`` under ``name`` to a checkpoint's ``metrics`` (rewritten atomically)."""
+    path = Path(ckpt_path)
+    if path.suffix == ".onnx":
+        raise ValueError("--attach needs a checkpoint; metrics reach the ONNX file when it is exported")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt.setdefault("metrics", {})[name] = {k: round(float(v), 4) for k, v in overall.items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
 def save_json(obj, path: str | Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=1, default=float))

@@ -17,7 +17,7 @@ from jsqa.model import JSQAModel, count_parameters, load_checkpoint
 from .configs import TrainConfig
 from .datasets import ClipBank, read_rated
 from .evaluate import evaluate_model
-from .loop import LoopSpec, dist_info, train
+from .loop import LoopSpec, dist_info, seed_everything, train
 from .pretrain import model_spec
 from .tasks import ClipSource, MOSTask
 
@@ -43,7 +43,7 @@ def finetune(
         model, ckpt = load_checkpoint(init)
         init_summary = {"checkpoint": str(init), **{k: ckpt["training"].get(k) for k in
                         ("stage", "steps", "wall_s", "objective") if k in ckpt["training"]}}
-    torch.manual_seed(seed + rank)
+    seed_everything(seed + rank)
     items = [it for spec in data for it in read_rated(spec)]
     if limit:
         order = np.random.default_rng(seed).permutation(len(items))

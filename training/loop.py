@@ -71,6 +71,13 @@ def device_for(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's global generator (HuBERT's SpecAugment masks draw from it) and random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 

@@ -17,7 +17,7 @@ from jsqa.model import JSQAModel, count_parameters
 
 from .configs import TrainConfig
 from .datasets import GENERATED_NOISES, noise_files, speech_files
-from .loop import LoopSpec, dist_info, train
+from .loop import LoopSpec, dist_info, seed_everything, train
 from .tasks import ContrastiveTask, JNDSource
 
 
@@ -47,7 +47,7 @@ def pretrain(
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     model = JSQAModel(model_spec(config.model))
-    torch.manual_seed(seed + rank)
+    seed_everything(seed + rank)
     speech_list = speech_files(speech, "train")
     noise_list = noise_files(noise, "train")
     sampler = JNDSampler(
@@ -68,5 +68,5 @@ def pretrain(
             "objective": f"SupCon over JND positives (JND {config.jnd_db} dB SNR), t={config.temperature}",
         },
     )
-    train(model, ContrastiveTask(model, config.temperature), JNDSource(sampler), spec, resume=resume)
+    train(model, ContrastiveTask(model, config.temperature, config.center), JNDSource(sampler), spec, resume=resume)
     return Path(out_dir) / "final.ckpt"

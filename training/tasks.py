@@ -21,15 +21,26 @@ from .losses import mos_loss, supcon_loss
 
 class ContrastiveTask(nn.Module):
     """Stage 1: SupCon over JND positives. Logs the mean cosine similarity of positive and
-    negative pairs: their gap is what pretraining widens."""
+    negative pairs: their gap is what pretraining widens.
 
-    def __init__(self, model: JSQAModel, temperature: float = 0.1):
+    With ``center`` the projections are centred over the batch before L2 normalisation
+    (the job BatchNorm does in SimCLR's projection head). A randomly initialised HuBERT's
+    pooled outputs share a large common component (cosine ~0.98 between any two clips), and
+    without centring our first ``small`` run fell into the collapsed solution (every
+    similarity equal, loss log(B - 1)) within 100 steps.
+    """
+
+    def __init__(self, model: JSQAModel, temperature: float = 0.1, center: bool = True):
         super().__init__()
         self.model = model
         self.temperature = temperature
+        self.center = center
 
     def forward(self, audio: torch.Tensor, positives: torch.Tensor):
-        z = self.model.project(audio)
+        p = self.model.projection(self.model.embed(audio))
+        if self.center:
+            p = p - p.mean(dim=0, keepdim=True)
+        z = nn.functional.normalize(p, dim=-1)
         loss = supcon_loss(z, positives, self.temperature)
         with torch.no_grad():
             sim = z @ z.T

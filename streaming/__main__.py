@@ -1,0 +1,5 @@
+"""``python -m jsqa.streaming`` is ``jsqa-monitor``."""
+
+from .cli import main
+
+raise SystemExit(main())
