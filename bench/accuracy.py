@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from jsqa.export.labels import load_rated_set, rated_set_path
-from peers import distillmos, dnsmos, jsqa_onnx, p808
+from peers import distillmos, dnsmos_scores, jsqa_onnx
 from rich.console import Console
 from rich.table import Table
 
@@ -24,24 +23,33 @@ from jsqa import metrics
 from jsqa.audio import load_audio
 from jsqa.scorer import DEFAULT_MODEL
 
-MODELS = ("jsqa", "dnsmos", "p808", "distillmos")
+MODELS = ("jsqa", "dnsmos", "distillmos")
 
 
-def predictors(model: Path, threads: int, only: list[str]) -> tuple[dict, list[str]]:
-    """Row name -> score(16 kHz array) -> MOS, for the models in ``only``."""
-    found, notes = {}, []
-    builders = {
-        "jsqa": (f"JSQA ({model.name})", lambda: jsqa_onnx(model, threads)),
-        "dnsmos": ("DNSMOS P.835 OVRL", lambda: dnsmos(threads)),
-        "p808": ("DNSMOS P.808", lambda: p808(threads)),
-        "distillmos": ("DistillMOS", lambda: distillmos(threads)),
-    }
+def _rows(model: Path, key: str, threads: int):
+    if key == "jsqa":
+        jsqa = jsqa_onnx(model, threads)
+        return lambda x: {f"JSQA ({model.name})": jsqa(x)}
+    if key == "dnsmos":
+        dns = dnsmos_scores(threads)
+
+        def both(x):
+            r = dns(x)
+            return {"DNSMOS P.835 OVRL": r["ovrl_mos"], "DNSMOS P.808": r["p808_mos"]}
+
+        return both
+    distill = distillmos(threads)
+    return lambda x: {"DistillMOS": distill(x)}
+
+
+def predictors(model: Path, threads: int, only: list[str]) -> tuple[list, list[str]]:
+    """Functions ``score(16 kHz array) -> {row name: MOS}`` for the models in ``only``."""
+    found, notes = [], []
     for key in only:
-        name, build = builders[key]
         try:
-            found[name] = build()
+            found.append(_rows(model, key, threads))
         except ImportError as e:
-            notes.append(f"{name} skipped: {e}")
+            notes.append(f"{key} skipped: {e}")
     return found, notes
 
 
@@ -67,9 +75,13 @@ def main(argv=None) -> int:
     for column in ("model", "Pearson", "Spearman", "RMSE3", "RMSE", "cond. r"):
         table.add_column(column, justify="left" if column == "model" else "right")
     console = Console()
-    for name, score in models.items():
-        with console.status(f"scoring with {name}"):
-            pred = np.array([score(x) for x in audio])
+    predictions: dict[str, list[float]] = {}
+    for score in models:
+        with console.status("scoring"):
+            for x in audio:
+                for name, value in score(x).items():
+                    predictions.setdefault(name, []).append(value)
+    for name, pred in predictions.items():
         s = metrics.summary(pred, rated.mos, rated.conditions)
         table.add_row(
             name,
@@ -79,7 +91,7 @@ def main(argv=None) -> int:
             f"{s['rmse']:.3f}",
             f"{s.get('condition_pearson', float('nan')):.3f}",
         )
-    console.print(f"labels: {labels} (MUSHRA mapped linearly to 1-5)" if "mushra" in rated.name else f"labels: {labels}")
+    console.print(f"labels: {labels}")
     console.print(table)
     for note in notes:
         console.print(note)

@@ -43,7 +43,8 @@ def jsqa_torch(model: Path, checkpoint: Path | None, threads: int):
     return score
 
 
-def dnsmos(threads: int):
+def dnsmos_scores(threads: int):
+    """DNSMOS as ``x -> {"ovrl_mos", "sig_mos", "bak_mos", "p808_mos"}`` (P.835 and P.808 in one run)."""
     import onnxruntime as ort
     from speechmos import dnsmos as dns
 
@@ -55,7 +56,13 @@ def dnsmos(threads: int):
     model.onnx_sess = ort.InferenceSession(model.primary_model_path, options, providers=["CPUExecutionProvider"])
     p808 = Path(model.primary_model_path).parent / "model_v8.onnx"
     model.p808_onnx_sess = ort.InferenceSession(str(p808), options, providers=["CPUExecutionProvider"])
-    return lambda x: float(dns.run(x, 16000)["ovrl_mos"])
+    return lambda x: {k: float(v) for k, v in dns.run(x, 16000).items() if k.endswith("_mos")}
+
+
+def dnsmos(threads: int):
+    """DNSMOS P.835 overall MOS."""
+    scores = dnsmos_scores(threads)
+    return lambda x: scores(x)["ovrl_mos"]
 
 
 def distillmos(threads: int):
@@ -75,10 +82,3 @@ def distillmos(threads: int):
 
     return score
 
-
-def p808(threads: int):
-    """DNSMOS's P.808 head (the same run as dnsmos(), another output)."""
-    from speechmos import dnsmos as dns
-
-    dnsmos(threads)
-    return lambda x: float(dns.run(x, 16000)["p808_mos"])

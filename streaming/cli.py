@@ -9,7 +9,7 @@ import contextlib
 import json
 import signal
 import sys
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .decode import ENCODINGS
 from .engine import Engine
@@ -108,8 +108,7 @@ async def _until_ended(events, stream_id: str) -> AsyncIterator[dict]:
             return
 
 
-async def _write_jsonl(events, path: str) -> None:
-    stream = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+async def _write_jsonl(events, stream) -> None:
     try:
         async for event in events:
             stream.write(json.dumps(event) + "\n")
@@ -130,7 +129,8 @@ class _Outputs:
         if args.jsonl:
             paths.append(args.jsonl)
         for path in paths:
-            self._start(engine.subscribe(types=lines), lambda events, path=path: _write_jsonl(events, path))
+            stream = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self._start(engine.subscribe(types=lines), lambda events, stream=stream: _write_jsonl(events, stream))
         if args.alert_webhook:
             from .alerts import Webhook
 

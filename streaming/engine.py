@@ -224,9 +224,6 @@ class Engine:
     def active_streams(self) -> int:
         return len(self._streams)
 
-    def has_stream(self, stream_id: str) -> bool:
-        return stream_id in self._streams
-
     def open_stream(self, stream_id: str, source: str = "", lossless: bool = False) -> None:
         """Start a stream. Live streams (``lossless=False``) drop their oldest windows
         when scoring falls behind; lossless ones (files) make ``push`` wait instead."""

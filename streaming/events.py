@@ -7,7 +7,6 @@ dashboard, JSON lines and WebSocket clients all see that same form.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,9 +16,6 @@ class _Event:
 
     def to_dict(self) -> dict:
         return {"type": self.type, **dataclasses.asdict(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
 
 
 @dataclass(frozen=True)

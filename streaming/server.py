@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import metrics
-from .decode import Decoder, DecodeError
+from .decode import DecodeError, Decoder
 from .engine import Engine, StreamError
 from .twilio import ProtocolError, TwilioCall
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
-ENGINE_KEY = web.AppKey("engine", Engine)
 SOCKETS_KEY = web.AppKey("sockets", weakref.WeakSet)
 
 
@@ -151,7 +150,6 @@ def _check_frame(size: int, limits: Limits) -> None:
 def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Limits()) -> web.Application:
     """The server's aiohttp application around a started engine."""
     app = web.Application(middlewares=[_auth_middleware(token, limits)])
-    app[ENGINE_KEY] = engine
     app[SOCKETS_KEY] = weakref.WeakSet()
     subscribers: set = set()
 

@@ -117,9 +117,14 @@ class MicSource:
             )
         except sd.PortAudioError as e:
             raise NoInputDevice(f"cannot open input device {self.device['name']!r}: {e}") from None
-        with stream:
-            while True:
-                yield decoder.convert(await queue.get())
+        try:
+            with stream:
+                while True:
+                    yield decoder.convert(await queue.get())
+        finally:
+            if self.overflows:
+                log.warning("%s: %d blocks of audio were lost (the machine fell behind the device)",
+                            self.device["name"], self.overflows)
 
 
 class FileSource:

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
-
-from jsqa.scorer import Scorer
 from jsqa.streaming.engine import Engine
 from jsqa.streaming.server import Limits, serve
 
+from jsqa.scorer import Scorer
+
 # tests send audio at up to this multiple of real time; the test server allows 50x
-TEST_LIMITS = dict(max_speed=50.0, burst_seconds=5.0)
+TEST_LIMITS = {"max_speed": 50.0, "burst_seconds": 5.0}
 
 
 @dataclass

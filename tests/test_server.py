@@ -310,9 +310,9 @@ def test_slow_subscriber_never_slows_scoring(tiny_onnx_model, clean_speech):
                 async with aiohttp.ClientSession() as session, session.get(f"{server.http}/metrics") as r:
                     text = await r.text()
                 stuck.transport.abort()  # and then it dies without a goodbye
-            return streams, text, server.engine
+            return streams, text
 
-    streams, text, engine = run(scenario())
+    streams, text = run(scenario())
     samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
     for s in streams:
         assert len(s.scores) == expected_windows(2 * SECONDS)

@@ -7,16 +7,15 @@ import asyncio
 
 import numpy as np
 import pytest
-import soxr
-
-from jsqa.audio import resample
-from jsqa.g711 import alaw_encode, mulaw_decode, mulaw_encode
-from jsqa.scorer import Scorer
 from jsqa.streaming.alerts import AlertTracker
-from jsqa.streaming.decode import Decoder, DecodeError
+from jsqa.streaming.decode import DecodeError, Decoder
 from jsqa.streaming.engine import Engine
 from jsqa.streaming.events import ScoreEvent
 from jsqa.streaming.window import Windower
+
+from jsqa.audio import resample
+from jsqa.g711 import alaw_encode, mulaw_encode
+from jsqa.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_engine_scores_every_window_like_the_scorer(scorer, clean_speech):
     x = clean_speech[: 16000 * 10]
     events, engine = asyncio.run(_run(scorer, {"call": _chunks(x, 1234)}))
     scores = [e for e in events if e["type"] == "score"]
-    assert [e["type"] for e in events][0] == "stream_started"
+    assert events[0]["type"] == "stream_started"
     assert [e["t_end"] for e in scores] == [float(t) for t in range(3, 11)]
     expected = scorer.score_windows(np.stack([x[s * 16000 : s * 16000 + 48000] for s in range(8)]))
     np.testing.assert_allclose([e["mos"] for e in scores], expected, rtol=1e-5)
@@ -169,7 +168,7 @@ def test_many_streams_are_batched_into_few_model_calls(scorer, clean_speech):
     x = clean_speech[: 16000 * 6]
     streams = {f"s{i}": _chunks(x, 4000) for i in range(20)}
     calls_before = scorer.run_calls
-    events, engine = asyncio.run(_run(scorer, streams))
+    events, _ = asyncio.run(_run(scorer, streams))
     per_stream = {sid: [e for e in events if e["type"] == "score" and e["stream_id"] == sid] for sid in streams}
     assert all(len(v) == 4 for v in per_stream.values())
     # all 20 streams give identical audio, so identical scores

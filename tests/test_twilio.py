@@ -85,7 +85,7 @@ def test_twilio_call_is_scored_like_the_decoded_audio(tiny_onnx_model, clean_spe
 
     events, close, healthy = run(scenario())
     assert close == (1000, "call stopped")
-    assert [e["type"] for e in events][0] == "stream_started" and events[0]["source"] == "twilio"
+    assert events[0]["type"] == "stream_started" and events[0]["source"] == "twilio"
     scores = [e for e in events if e["type"] == "score"]
     assert len(scores) == expected_windows(len(codes) / 8000)
     assert events[-1]["type"] == "stream_ended" and events[-1]["reason"] == "stop"
@@ -100,7 +100,7 @@ def test_twilio_call_is_scored_like_the_decoded_audio(tiny_onnx_model, clean_spe
 
 
 def test_twilio_both_tracks_become_two_streams(tiny_onnx_model, clean_speech):
-    messages, codes = twilio_messages(clean_speech[: 16000 * 5], tracks=("inbound", "outbound"))
+    messages, _ = twilio_messages(clean_speech[: 16000 * 5], tracks=("inbound", "outbound"))
 
     async def scenario():
         async with running_server(tiny_onnx_model) as server:

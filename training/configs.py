@@ -60,7 +60,12 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # One torch thread: on this shared 2-core machine (load ~7) a 2-thread step took 20 s
     # against 2.2 s with one thread (OpenMP threads waiting on each other when descheduled).
-    "small": TrainConfig(model=SMALL_CPU_MODEL, threads=1),
+    # The shipped model's recipe (what the 2-core machine allowed; see the model card):
+    # stage 1 on 1 s crops at lr 1e-4 (5e-4 collapsed), stage 2 on batches of 8 x 3 s.
+    "small": TrainConfig(
+        model=SMALL_CPU_MODEL, threads=1, pretrain_steps=300, crop_seconds=1.0, pretrain_lr=1e-4,
+        finetune_steps=300, batch_size=8, warmup_steps=30,
+    ),
     "paper": TrainConfig(
         model="paper", pretrain_steps=50000, crop_seconds=3.0, groups=16, per_group=4,
         pretrain_lr=3e-4, finetune_steps=20000, batch_size=32, finetune_lr=1e-4,
