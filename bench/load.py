@@ -91,8 +91,7 @@ class Client:
             if event["type"] == "score":
                 now = time.monotonic()
                 self.windows += 1
-                if event["t_end"] == int(event["t_end"]):  # the end-of-stream tail is not live
-                    self.latencies.append(now - (self.start + event["t_end"]))
+                self.latencies.append(now - (self.start + event["t_end"]))
                 self.server_latencies.append(event["latency_ms"] / 1000)
 
 
@@ -101,7 +100,7 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-async def run_load(url: str, http: str, n: int, seconds: float, pcm: bytes, proc: psutil.Process) -> dict:
+async def run_load(url: str, http: str, n: int, seconds: float, hop: float, pcm: bytes, proc: psutil.Process) -> dict:
     rng = random.Random(n)
     loop_s = len(pcm) / 2 / 16000
     clients = [Client(f"{url}/v1/stream?stream_id=load{i}", pcm, rng.uniform(0, loop_s), seconds, rng.uniform(0, 1.0))
@@ -110,6 +109,8 @@ async def run_load(url: str, http: str, n: int, seconds: float, pcm: bytes, proc
         async with session.get(f"{http}/metrics") as r:
             before = await r.text()
         proc.cpu_percent()
+        me = psutil.Process()
+        me.cpu_percent()
         began = time.monotonic()
         rss = proc.memory_info().rss
         cpu_samples = []
@@ -121,9 +122,11 @@ async def run_load(url: str, http: str, n: int, seconds: float, pcm: bytes, proc
         async with session.get(f"{http}/metrics") as r:
             after = await r.text()
         wall = time.monotonic() - began
+        client_cpu = me.cpu_percent()
     latencies = np.concatenate([c.latencies for c in clients]) * 1000
     server = np.concatenate([c.server_latencies for c in clients]) * 1000
-    expected = n * (int((int(seconds / FRAME_S) * FRAME_S - 3.0) // 1.0) + 1)
+    audio = round(int(seconds / FRAME_S) * FRAME_S, 6)
+    expected = n * (int((audio - 3.0) // hop) + 1 + (1 if (audio - 3.0) % hop else 0))
     received = sum(c.windows for c in clients)
     return {
         "streams": n,
@@ -137,6 +140,7 @@ async def run_load(url: str, http: str, n: int, seconds: float, pcm: bytes, proc
         "errors": sum(1 for c in clients if c.error),
         "server_cpu_percent": float(np.mean(cpu_samples[1:-1] or cpu_samples)) if cpu_samples else None,
         "server_rss_mb": rss / 2**20,
+        "client_cpu_percent": client_cpu,
         # share of the run the scoring thread spent in its batched model calls (and VAD/levels)
         "scoring_busy_percent": 100 * (metric(after, "jsqa_inference_seconds_sum")
                                        - metric(before, "jsqa_inference_seconds_sum")) / wall,
@@ -146,12 +150,36 @@ async def run_load(url: str, http: str, n: int, seconds: float, pcm: bytes, proc
     }
 
 
+def summarise_profile(path: str, top: int = 12) -> str:
+    """Where the server's samples went, from py-spy's collapsed stacks (``.txt``): per
+    thread, then the functions that were on top of the stack most often."""
+    threads: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        thread = re.sub(r"thread \(\d+\): ", "", frames[0])
+        threads[thread] = threads.get(thread, 0) + n
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
+    lines = [f"{total} samples"]
+    lines += [f"  thread {name}: {100 * n / total:.0f}%" for name, n in sorted(threads.items(), key=lambda kv: -kv[1])]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
-def server_process(model: str | None, port: int, profile: str | None, profile_seconds: float):
+def server_process(model: str | None, hop: float | None, max_batch: int, port: int, profile: str | None,
+                   profile_seconds: float):
     cmd = [sys.executable, "-m", "jsqa.streaming", "--listen", f"127.0.0.1:{port}", "--no-dashboard",
            "--max-streams", "10000", "--alert-threshold", "1"]
     if model:
         cmd += ["--model", model]
+    if hop:
+        cmd += ["--hop", str(hop)]
+    cmd += ["--max-batch", str(max_batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     banner = proc.stderr.readline()
     if "listening" not in banner:
@@ -177,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="ONNX model (default: the shipped one)")
     p.add_argument("--streams", default="25,50,100", help="comma-separated stream counts to try (default 25,50,100)")
     p.add_argument("--seconds", type=float, default=20.0, help="audio per stream in each run (default 20)")
+    p.add_argument("--hop", type=float, help="server's seconds between windows (default: the model's)")
+    p.add_argument("--max-batch", type=int, default=32, help="server's most windows per model call (default 32)")
     p.add_argument("--target-ms", type=float, default=300.0, help="p99 latency target (default 300)")
     p.add_argument("--profile", metavar="FILE",
                    help="record the server with py-spy: .svg flame graph, .json speedscope, .txt collapsed stacks")
@@ -188,15 +218,16 @@ def main(argv=None) -> int:
     results = []
     for n in counts:
         port = free_port()
-        with server_process(args.model, port, args.profile, args.seconds) as proc:
+        with server_process(args.model, args.hop, args.max_batch, port, args.profile, args.seconds) as proc:
             result = asyncio.run(run_load(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}", n, args.seconds,
-                                          pcm, psutil.Process(proc.pid)))
+                                          args.hop or 1.0, pcm, psutil.Process(proc.pid)))
         results.append(result)
         ok = result["p99_ms"] is not None and result["p99_ms"] < args.target_ms and not result["dropped"] and not result["missing"]
         print(f"N={n:4d}  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
               f"(server p50 {result['server_p50_ms']:.1f} p99 {result['server_p99_ms']:.1f})  "
               f"dropped {result['dropped']}  missing {result['missing']}  errors {result['errors']}  "
               f"server CPU {result['server_cpu_percent']:.0f}%  RSS {result['server_rss_mb']:.0f} MB  "
+              f"(clients CPU {result['client_cpu_percent']:.0f}%)  "
               f"scoring busy {result['scoring_busy_percent']:.0f}% (mean batch {result['mean_batch']:.1f})  "
               f"{'OK' if ok else 'over target'}", flush=True)
     passing = [r["streams"] for r in results if r["p99_ms"] is not None and r["p99_ms"] < args.target_ms
@@ -205,6 +236,8 @@ def main(argv=None) -> int:
           f" (cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.profile and args.profile.endswith(".txt"):
+        print(summarise_profile(args.profile))
     return 0
 
 

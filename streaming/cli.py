@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--demo", action="store_true", help="stream the bundled demo call in real time")
     one.add_argument("--connect", metavar="ws://HOST:PORT", help="watch a remote jsqa-monitor server")
     src.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
-                     help="pace files in real time (default: with the dashboard only)")
+                     help="pace files in real time (default: for --demo and with the dashboard)")
     src.add_argument("--encoding", choices=list(ENCODINGS), default="pcm_s16le",
                      help="encoding of raw audio on stdin (default pcm_s16le)")
     src.add_argument("--rate", type=int, default=16000, help="sample rate of raw audio on stdin (default 16000)")
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     mdl = p.add_argument_group("model and alerts")
     mdl.add_argument("--model", metavar="FILE", help="ONNX model (default: the shipped jsqa-small.onnx)")
+    mdl.add_argument("--hop", type=float, metavar="S",
+                     help="seconds between windows (default: the model's, 1 s); 3 scores a third as often")
+    mdl.add_argument("--max-batch", type=int, default=32, metavar="N",
+                     help="most windows per model call (default 32): large batches pay on a GPU; "
+                          "on a CPU, where they save little, small ones return the first scores sooner")
     mdl.add_argument("--alert-threshold", type=float, default=3.0, metavar="MOS",
                      help="alert when the smoothed MOS stays below this (default 3.0)")
     mdl.add_argument("--alert-seconds", type=float, default=5.0, metavar="S",
@@ -113,6 +118,8 @@ async def _write_jsonl(events, stream) -> None:
         async for event in events:
             stream.write(json.dumps(event) + "\n")
             stream.flush()
+    except BrokenPipeError:
+        pass  # the reader (e.g. `| head`) has gone; scoring carries on for the other outputs
     finally:
         if stream is not sys.stdout:
             stream.close()
@@ -129,7 +136,10 @@ class _Outputs:
         if args.jsonl:
             paths.append(args.jsonl)
         for path in paths:
-            stream = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                stream = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                raise CliError(f"cannot write --jsonl {path}: {e.strerror}") from None
             self._start(engine.subscribe(types=lines), lambda events, stream=stream: _write_jsonl(events, stream))
         if args.alert_webhook:
             from .alerts import Webhook
@@ -151,7 +161,8 @@ class _Outputs:
 
 
 def _engine(args) -> Engine:
-    return Engine(_load_scorer(args.model), alert_threshold=args.alert_threshold, alert_seconds=args.alert_seconds)
+    return Engine(_load_scorer(args.model), alert_threshold=args.alert_threshold, alert_seconds=args.alert_seconds,
+                  hop_seconds=args.hop, max_batch=args.max_batch)
 
 
 def _local_source(args, realtime: bool):
@@ -171,7 +182,8 @@ def _local_source(args, realtime: bool):
 async def _run_local(args, dashboard: bool) -> None:
     from .sources import pump
 
-    realtime = dashboard if args.realtime is None else args.realtime
+    # the demo plays like a call; files are paced only when someone watches the dashboard
+    realtime = (dashboard or args.demo) if args.realtime is None else args.realtime
     source, kind = _local_source(args, realtime)
     stream_id = args.stream_id or source.stream_id
     lossless = kind in ("file", "stdin", "demo") and not realtime

@@ -151,18 +151,20 @@ class Engine:
         mean_windows: int = 10,
         min_speech_ratio: float = 0.2,
         max_pending: int = 1024,
-        max_batch: int = 256,
+        max_batch: int = 32,
         queue_size: int = 1024,
         alert_threshold: float | None = None,
         alert_seconds: float = 5.0,
         stats_interval: float = 1.0,
+        hop_seconds: float | None = None,
     ):
         if int(scorer.sample_rate) != SAMPLE_RATE:
             raise ValueError(f"the model expects {scorer.sample_rate} Hz; the engine runs at {SAMPLE_RATE} Hz")
         self.scorer = scorer
         self.model_name = str(getattr(scorer, "name", "model"))
         self.window = round(float(scorer.window_seconds) * SAMPLE_RATE)
-        self.hop = round(float(scorer.hop_seconds) * SAMPLE_RATE)
+        # a longer hop than the model's scores fewer overlapping windows: more streams per core
+        self.hop = round(float(hop_seconds or scorer.hop_seconds) * SAMPLE_RATE)
         self.smoothing = smoothing
         self.mean_windows = mean_windows
         self.min_speech_ratio = min_speech_ratio

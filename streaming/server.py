@@ -166,7 +166,6 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
         ws = await _accept(request, limits)
         opened = None
         sender = None
-        decoder = None
         reason = "disconnected"
         try:
             stream_id, decoder = _stream_params(request)
@@ -186,13 +185,13 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
                     await engine.push(stream_id, samples)
                 elif msg.type == WSMsgType.TEXT:
                     _check_frame(len(msg.data), limits)
-                    if _control(msg.data) == "end":
-                        await engine.push(stream_id, decoder.flush())
-                        engine.end_stream(stream_id, "end")
-                        opened = None
-                        await sender
-                        await _close(ws, WSCloseCode.OK, "stream ended")
-                        break
+                    _expect_end(msg.data)
+                    await engine.push(stream_id, decoder.flush())
+                    engine.end_stream(stream_id, "end")
+                    opened = None
+                    await sender  # the tail's score and stream_ended go out before the close
+                    await _close(ws, WSCloseCode.OK, "stream ended")
+                    break
         except Violation as v:
             reason = v.reason
             await _close(ws, v.code, v.reason)
@@ -291,15 +290,14 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
     return app
 
 
-def _control(text: str) -> str:
-    """The one control message /v1/stream accepts: ``{"type": "end"}``."""
+def _expect_end(text: str) -> None:
+    """The one text message /v1/stream accepts is ``{"type": "end"}``."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise Violation(WSCloseCode.INVALID_TEXT, f"invalid JSON: {e.msg} at character {e.pos}") from None
     if not isinstance(data, dict) or data.get("type") != "end":
         raise Violation(WSCloseCode.UNSUPPORTED_DATA, 'the only text message accepted is {"type": "end"}')
-    return "end"
 
 
 @contextlib.asynccontextmanager

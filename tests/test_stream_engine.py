@@ -261,3 +261,9 @@ def test_a_new_subscriber_gets_the_stats_at_once(scorer):
     first, one_stream = asyncio.run(scenario())
     assert first["type"] == "stats" and first["model_name"] == "jsqa-tiny" and first["active_streams"] == 0
     assert one_stream == []  # stats are engine-wide: a one-stream subscriber does not get them
+
+
+def test_a_longer_hop_scores_fewer_windows(scorer, clean_speech):
+    events, _ = asyncio.run(_run(scorer, {"a": _chunks(clean_speech[: 16000 * 10])}, hop_seconds=3.0))
+    # windows end every 3 s, and one more ends with the stream
+    assert [e["t_end"] for e in events if e["type"] == "score"] == [3.0, 6.0, 9.0, 10.0]
