@@ -71,9 +71,11 @@ def table(out_dir: str | Path) -> str:
                     cells.append("–")
             change = "–"
             if len(means) == 2 and means["scratch"] != 0:
-                rel = 100.0 * (means["jsqa"] - means["scratch"]) / abs(means["scratch"])
-                better = (rel > 0) == higher_better
-                change = f"{rel:+.1f} % ({'better' if better else 'worse'})"
+                diff = means["jsqa"] - means["scratch"]
+                rel = 100.0 * diff / abs(means["scratch"])
+                better = (diff > 0) == higher_better
+                # The absolute change too: relative changes of near-zero correlations mislead.
+                change = f"{rel:+.1f} % ({diff:+.3f}, {'better' if better else 'worse'})"
             lines.append(f"| {label} {'↑' if higher_better else '↓'} | {cells[0]} | {cells[1]} | {change} |")
         lines.append("")
     return "\n".join(lines)
