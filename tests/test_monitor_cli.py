@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 from aiohttp import web
 from websockets.asyncio.client import connect
 
@@ -77,17 +76,11 @@ def test_no_input_device_gives_a_clear_message(tiny_onnx_model):
     assert "Traceback" not in mic.stderr
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [(["--model", "/nonexistent/model.onnx", "--demo", "--no-dashboard"], "model file not found"),
-     (["--file", "/nonexistent.wav", "--listen", "x"], "not allowed with argument")],
-)
-def test_user_errors_are_one_line(args, message, tiny_onnx_model):
-    if "--model" not in args:
-        args = args + ["--model", str(tiny_onnx_model)]
-    done = subprocess.run(MONITOR + args, capture_output=True, text=True, timeout=30)
-    assert done.returncode in (1, 2)  # 2: argparse's usage errors
-    assert message in done.stderr and "Traceback" not in done.stderr
+def test_a_missing_model_is_a_one_line_error():
+    done = subprocess.run(MONITOR + ["--model", "/nonexistent/model.onnx", "--demo", "--no-dashboard"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "model file not found" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_listen_serves_until_interrupted(tiny_onnx_model, clean_speech):
