@@ -32,11 +32,9 @@ noise              SNR (dB)             3 dB         McShefferty et al. 2015
 competing talker   SIR (dB)             3 dB         a talker is a masker: same SNR JND
 echo               attenuation (dB)     3 dB         echo-to-speech ratio, treated like an SNR
 reverb             RT60 (log2 s)        0.07 (5 %)   ISO 3382-1 Annex A: JND of reverberation 5 %
-clipping           threshold (dB FS)    1.5 dB       assumption: 1.5 dB moves the clipped ratio
-                                                     by about 2x on speech
+clipping           level (dB re peak)   1.5 dB       assumption (no published JND)
 packet loss        rate (log2)          0.5          assumption: half an octave of loss rate
-                                                     (x1.41) changes MOS by ~0.3 in the
-                                                     E-model (ITU-T G.107) at 1-20 % loss
+                                                     (x1.41); no published JND
 codec, narrowband  bitrate / on-off     discrete     each setting is its own level
 =================  ===================  ===========  =============================================
 

@@ -41,8 +41,8 @@ def finetune(
         init_summary = "scratch"
     else:
         model, ckpt = load_checkpoint(init)
-        init_summary = {"checkpoint": str(init), **{k: ckpt["training"].get(k) for k in
-                        ("stage", "steps", "wall_s", "objective") if k in ckpt["training"]}}
+        # The init's own summary nests here, so a model carries its whole training history.
+        init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)
     items = [it for spec in data for it in read_rated(spec)]
     if limit:

@@ -26,8 +26,9 @@ class ContrastiveTask(nn.Module):
     With ``center`` the projections are centred over the batch before L2 normalisation
     (the job BatchNorm does in SimCLR's projection head). A randomly initialised HuBERT's
     pooled outputs share a large common component (cosine ~0.98 between any two clips), and
-    without centring our first ``small`` run fell into the collapsed solution (every
-    similarity equal, loss log(B - 1)) within 100 steps.
+    without centring our first ``small`` run (lr 5e-4) fell into the collapsed solution
+    (every similarity equal, loss log(B - 1)) within 100 steps. At lr 1e-4 the gap between
+    positive and negative similarity after 65 steps was 0.26 with centring, 0.12 without.
     """
 
     def __init__(self, model: JSQAModel, temperature: float = 0.1, center: bool = True):
