@@ -7,7 +7,6 @@ Silence gives ``SILENCE_DB`` instead of minus infinity, so levels stay JSON-able
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 from .audio import SAMPLE_RATE
 
@@ -37,6 +36,9 @@ def p56_activity_counts(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     one-pole filters; a sample counts at threshold c when q >= c or when it lies at most
     ``P56_HANGOVER`` seconds after the last sample with q >= c.
     """
+    # Imported here: scipy.signal takes over a second to import, and the monitor's VAD never needs it.
+    from scipy.signal import lfilter
+
     x = np.asarray(x, dtype=np.float64)
     g = np.exp(-1.0 / (sr * P56_TIME_CONSTANT))
     p = lfilter([1.0 - g], [1.0, -g], np.abs(x))
