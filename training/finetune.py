@@ -57,12 +57,9 @@ def finetune(
             report = evaluate_model(m, dev)["overall"]
             return {k: report[k] for k in ("pearson", "spearman", "rmse")}
 
-    spec = LoopSpec(
-        out_dir=Path(out_dir), steps=config.finetune_steps, lr=config.finetune_lr,
-        head_lr_scale=config.head_lr_scale, warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-        validate_every=config.validate_every if validate_on else 0,
+    spec = LoopSpec.from_config(
+        config, out_dir, config.finetune_steps, config.finetune_lr,
+        head_lr_scale=config.head_lr_scale, validate_every=config.validate_every if validate_on else 0,
         summary={
             "stage": "finetune", "config": config.to_dict(), "seed": seed, "init": init_summary,
             "parameters": count_parameters(model), "labelled_clips": len(items),

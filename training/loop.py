@@ -54,6 +54,15 @@ class LoopSpec:
     validate_every: int = 0
     summary: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_config(cls, config, out_dir, steps: int, lr: float, summary: dict, **stage) -> "LoopSpec":
+        """The settings both stages take from a ``TrainConfig``; ``stage`` holds their own."""
+        return cls(
+            out_dir=Path(out_dir), steps=steps, lr=lr, summary=summary,
+            warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+            checkpoint_every=config.checkpoint_every, log_every=config.log_every, **stage,
+        )
+
 
 def dist_info() -> tuple[int, int]:
     """``(rank, world_size)``, initialising the process group under torchrun."""

@@ -56,11 +56,8 @@ def pretrain(
         jnd_db=config.jnd_db, impairments=config.impairments, seed=seed + 1000 * rank,
         manifest=manifest if rank == 0 else None,
     )
-    spec = LoopSpec(
-        out_dir=Path(out_dir), steps=config.pretrain_steps, lr=config.pretrain_lr,
-        head_lr_scale=1.0, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
+    spec = LoopSpec.from_config(
+        config, out_dir, config.pretrain_steps, config.pretrain_lr,
         summary={
             "stage": "pretrain", "config": config.to_dict(), "seed": seed,
             "parameters": count_parameters(model), "speech_files": len(speech_list),
