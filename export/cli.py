@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
+
+from jsqa.cli_args import positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("checkpoint", type=Path, help="checkpoint written by jsqa-train (torch .pt)")
     onnx.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: CHECKPOINT with .onnx)")
-    onnx.add_argument("--opset", type=int, help="ONNX opset (default 20)")
+    onnx.add_argument("--opset", type=positive_int, help="ONNX opset (default 20)")
     onnx.add_argument(
         "--quantize",
         choices=["int8"],
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as e:
         print(f"jsqa-export: {e}", file=sys.stderr)
+        return 1
+    except (OSError, pickle.UnpicklingError, RuntimeError) as e:  # not a checkpoint, unwritable output, ...
+        print(f"jsqa-export: cannot export {args.checkpoint}: {(str(e).strip() or type(e).__name__).splitlines()[0]}",
+              file=sys.stderr)
         return 1
     print(report.summary())
     return 0

@@ -482,3 +482,88 @@ class Chain(Impairment):
 
     def params(self) -> dict:
         return {"name": "Chain", "steps": [step.params() for step in self.steps]}
+
+
+@dataclass(frozen=True)
+class MNRU(Impairment):
+    """Modulated noise reference unit (ITU-T P.810): speech-correlated noise
+    ``y = x (1 + 10^(-Q/20) n)``, n white Gaussian noise of unit variance; ``q_db`` is the
+    ratio of speech to modulated noise (Q 0 dB: noise as loud as the speech)."""
+
+    q_db: float
+
+    def __call__(self, x, rng):
+        x = _mono(x)
+        n = rng.standard_normal(x.size)
+        y = x.astype(np.float64) * (1.0 + 10 ** (-self.q_db / 20) * n)
+        return _guard_peak(y).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Chops(Impairment):
+    """Segments of ``min_ms``-``max_ms`` lost at ``rate_hz`` a second (Poisson), as a jitter
+    buffer or a bad link loses them: ``mode`` "zero" silences them in place, "drop" removes
+    them and closes the gap (the remainder is refilled from the start so the length stays)."""
+
+    rate_hz: float
+    min_ms: float = 10.0
+    max_ms: float = 80.0
+    mode: str = "zero"
+
+    def __post_init__(self):
+        if self.mode not in ("zero", "drop"):
+            raise ValueError(f"chop mode must be 'zero' or 'drop', not {self.mode!r}")
+        if not 0 < self.min_ms <= self.max_ms:
+            raise ValueError(f"need 0 < min_ms <= max_ms, got {self.min_ms}, {self.max_ms}")
+
+    def segments(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        """The (start, end) sample ranges lost in n samples."""
+        count = int(rng.poisson(self.rate_hz * n / SAMPLE_RATE))
+        starts = np.sort(rng.integers(0, max(n, 1), size=count))
+        lengths = rng.uniform(self.min_ms, self.max_ms, size=count) * SAMPLE_RATE / 1000
+        return [(int(s), min(n, int(s + m))) for s, m in zip(starts, lengths)]
+
+    def __call__(self, x, rng):
+        x = _mono(x)
+        keep = np.ones(x.size, dtype=bool)
+        for start, end in self.segments(x.size, rng):
+            keep[start:end] = False
+        if self.mode == "zero":
+            return np.where(keep, x, 0.0).astype(np.float32)
+        kept = x[keep]
+        return np.resize(kept, x.size).astype(np.float32) if kept.size else np.zeros_like(x)
+
+
+@dataclass(frozen=True)
+class Overdrive(Impairment):
+    """Clipping as a hot input stage makes it: ``gain_db`` above the clip's own peak into a
+    hard (``soft=False``) or tanh (``soft=True``) limiter at full scale, then back to the
+    input's RMS, so the distortion changes and the loudness does not."""
+
+    gain_db: float
+    soft: bool = False
+
+    def __call__(self, x, rng):
+        x = _mono(x)
+        peak = float(np.max(np.abs(x), initial=0.0))
+        if peak == 0.0:
+            return x.copy()
+        driven = x.astype(np.float64) * (10 ** (self.gain_db / 20) / peak)
+        y = np.tanh(driven) if self.soft else np.clip(driven, -1.0, 1.0)
+        rms_in, rms_out = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y**2))
+        return _guard_peak(y * (rms_in / max(rms_out, 1e-12))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Level(Impairment):
+    """Set the P.56 active speech level to ``dbfs``; what passes full scale saturates, as an
+    overdriven device does."""
+
+    dbfs: float
+
+    def __call__(self, x, rng):
+        x = _mono(x)
+        level = active_speech_level(x)
+        if level <= -100:
+            return x.copy()
+        return np.clip(x * 10 ** ((self.dbfs - level) / 20), -1.0, 1.0).astype(np.float32)

@@ -92,6 +92,15 @@ def frame_energies_db(x: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = 0.0
     return 10.0 * np.log10(np.maximum(power, 10 ** (SILENCE_DB / 10)))
 
 
+# A window with less speech than this is reported as no speech, not scored: a MOS of
+# silence or of pure noise would mean nothing (jsqa-score and the monitor alike).
+MIN_SPEECH_RATIO = 0.2
+
+
+def has_speech(x: np.ndarray, sr: int = SAMPLE_RATE) -> bool:
+    return speech_ratio(x, sr) >= MIN_SPEECH_RATIO
+
+
 def speech_ratio(
     x: np.ndarray,
     sr: int = SAMPLE_RATE,

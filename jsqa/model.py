@@ -1,12 +1,19 @@
-"""The JSQA network: a HuBERT-style encoder with a contrastive projection head and a MOS head.
+"""The JSQA network: an encoder with a contrastive projection head and a MOS head.
 
-The encoder is `transformers`' ``HubertModel`` built from a ``HubertConfig`` (random
-initialisation; nothing is ever downloaded). Frames are mean-pooled into one embedding
-per window; ``project`` maps it to an L2-normalised vector for the contrastive stage and
-``forward`` maps it to a MOS in [1, 5].
+Two front-ends feed the transformer body of `transformers`' HuBERT (built from a
+``HubertConfig``, randomly initialised; nothing is ever downloaded):
 
-Each window is normalised (zero mean, unit variance) inside ``forward`` so that torch and
-the exported ONNX graph see exactly the same computation.
+* ``mel`` (the CPU presets ``tiny`` and ``small``): a log-mel spectrogram computed inside
+  the graph (the STFT as a fixed convolution, so torch and ONNX compute the same thing),
+  floored 8 decades below the window's maximum as Whisper does, so exact digital zeros
+  are an ordinary input, not an extreme one; then a strided convolutional stem to 25
+  frames a second and ``HubertEncoder``. Subtracting the window's maximum log power makes
+  the score independent of the level.
+* ``waveform`` (the ``paper`` preset, the paper's network, for GPUs): ``HubertModel``'s
+  convolutional waveform front-end on the window normalised to zero mean, unit variance.
+
+Frames are mean-pooled into one embedding per window; ``project`` maps it to an
+L2-normalised vector for the contrastive stage and ``forward`` to a MOS in [1, 5].
 
 This is the only module of the ``jsqa`` package that imports torch.
 """
@@ -22,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
+from transformers.models.hubert.modeling_hubert import HubertEncoder
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 3.0
@@ -29,9 +37,14 @@ HOP_SECONDS = 1.0
 SCORE_MIN = 1.0
 SCORE_MAX = 5.0
 NORM_EPS = 1e-7
+# Log-mel front-end: 25 ms windows every 10 ms, floored LOG_FLOOR_DECADES below the maximum.
+N_FFT = 400
+MEL_HOP = 160
+LOG_FLOOR_DECADES = 8.0
+POWER_EPS = 1e-10
 
 # Keys that are ours, not HubertConfig's.
-_HEAD_KEYS = ("projection_dim", "head_dropout")
+_HEAD_KEYS = ("projection_dim", "head_dropout", "frontend", "n_mels", "stem_stride", "chunk_seconds")
 
 _BASE = {
     "feat_extract_norm": "group",
@@ -51,11 +64,16 @@ _BASE = {
     "head_dropout": 0.1,
 }
 
+# Mel encoders see one CHUNK_SECONDS chunk at a time and a window is the mean of its chunks'
+# embeddings, so a stream can encode each hop once and score windows from cached chunks.
+_MEL = {**_BASE, "frontend": "mel", "n_mels": 64, "stem_stride": (2, 2), "mask_time_prob": 0.0,
+        "chunk_seconds": 1.0}
+
 PRESETS: dict[str, dict] = {
     # For tests: well under 1 M parameters, runs in milliseconds.
     "tiny": {
-        **_BASE,
-        "conv_dim": (32,) * 7,
+        **_MEL,
+        "n_mels": 32,
         "hidden_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
@@ -64,19 +82,19 @@ PRESETS: dict[str, dict] = {
         "num_conv_pos_embedding_groups": 4,
         "projection_dim": 32,
     },
-    # Trainable on a 2-core CPU: a 256-channel conv front-end costs about a third of 512.
+    # The default CPU encoder: 64 log-mel bands at 25 frames/s, 4 layers x 256.
     "small": {
-        **_BASE,
-        "conv_dim": (256,) * 7,
+        **_MEL,
         "hidden_size": 256,
-        "num_hidden_layers": 6,
+        "num_hidden_layers": 4,
         "num_attention_heads": 4,
         "intermediate_size": 1024,
-        "num_conv_pos_embeddings": 128,
+        "num_conv_pos_embeddings": 32,
     },
-    # About the paper's 26 M parameters, for GPUs.
+    # The paper's raw-waveform HuBERT, about its 26 M parameters, for GPUs.
     "paper": {
         **_BASE,
+        "frontend": "waveform",
         "conv_dim": (512,) * 7,
         "hidden_size": 512,
         "num_hidden_layers": 6,
@@ -103,7 +121,8 @@ def resolve_config(preset_or_config: str | dict) -> tuple[str, dict]:
 def hubert_config(config: dict, attn_implementation: str = "sdpa") -> HubertConfig:
     kwargs = {k: v for k, v in config.items() if k not in _HEAD_KEYS}
     for key in ("conv_dim", "conv_kernel", "conv_stride"):
-        kwargs[key] = list(kwargs[key])
+        if key in kwargs:
+            kwargs[key] = list(kwargs[key])
     hc = HubertConfig(**kwargs)
     hc._attn_implementation = attn_implementation
     return hc
@@ -117,13 +136,95 @@ def normalise_windows(audio: torch.Tensor) -> torch.Tensor:
     return centred / torch.sqrt(var + NORM_EPS)
 
 
+def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 20.0) -> torch.Tensor:
+    """Triangular filters on the HTK mel scale, ``[n_mels, n_fft // 2 + 1]``, each of unit area
+    (Slaney normalisation) so wide high bands do not dominate."""
+    def mel(f):
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+    edges = hz(torch.linspace(float(mel(torch.tensor(fmin))), float(mel(torch.tensor(sr / 2))), n_mels + 2,
+                              dtype=torch.float64))
+    freqs = torch.linspace(0, sr / 2, n_fft // 2 + 1, dtype=torch.float64)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    tri = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0.0)
+    return (tri * (2.0 / (hi - lo))).float()
+
+
+class LogMel(nn.Module):
+    """``[B, T]`` audio -> ``[B, n_mels, frames]`` log10 mel power floored
+    ``LOG_FLOOR_DECADES`` below the clip's maximum and scaled as Whisper does, ``(x + 4) / 4``
+    (speech at -26 dBFS spans about -1 to 1). The level stays in the features: pauses of
+    digital zeros sit on the floor and room noise just above it. The STFT is a fixed
+    convolution (Hann window, no padding) so the exported graph needs no STFT operator."""
+
+    def __init__(self, n_mels: int):
+        super().__init__()
+        n_freq = N_FFT // 2 + 1
+        t = torch.arange(N_FFT, dtype=torch.float64)
+        window = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64)
+        k = torch.arange(n_freq, dtype=torch.float64)[:, None]
+        phase = 2 * torch.pi * k * t / N_FFT
+        basis = torch.cat([torch.cos(phase) * window, -torch.sin(phase) * window])
+        self.register_buffer("basis", basis.float()[:, None, :], persistent=False)
+        self.register_buffer("filters", mel_filterbank(n_mels), persistent=False)
+        self.n_freq = n_freq
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        spec = nn.functional.conv1d(audio[:, None, :], self.basis, stride=MEL_HOP)
+        power = spec[:, : self.n_freq] ** 2 + spec[:, self.n_freq :] ** 2
+        logmel = torch.log10(torch.matmul(self.filters, power) + POWER_EPS)
+        floor = logmel.amax(dim=(1, 2), keepdim=True) - LOG_FLOOR_DECADES
+        return (torch.maximum(logmel, floor) + 4.0) / 4.0
+
+
+class MelEncoder(nn.Module):
+    """Log-mel -> strided 1-D convolutions (to 25 frames/s) -> HuBERT's transformer body."""
+
+    def __init__(self, config: dict, attn_implementation: str = "sdpa"):
+        super().__init__()
+        hidden, n_mels = config["hidden_size"], config["n_mels"]
+        self.logmel = LogMel(n_mels)
+        layers, channels = [], n_mels
+        for stride in config["stem_stride"]:
+            layers += [nn.Conv1d(channels, hidden, kernel_size=2 * stride + 1, stride=stride, padding=stride),
+                       nn.GELU()]
+            channels = hidden
+        self.stem = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(hidden)
+        self.config = hubert_config(config, attn_implementation)
+        self.body = HubertEncoder(self.config)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = self.stem(self.logmel(audio)).transpose(1, 2)
+        return self.body(self.norm(frames)).last_hidden_state
+
+
+class WaveformEncoder(nn.Module):
+    """The paper's encoder: ``HubertModel`` on the normalised waveform."""
+
+    def __init__(self, config: dict, attn_implementation: str = "sdpa"):
+        super().__init__()
+        self.hubert = HubertModel(hubert_config(config, attn_implementation))
+        self.config = self.hubert.config
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.hubert(normalise_windows(audio)).last_hidden_state
+
+
 class JSQAModel(nn.Module):
     """``forward(audio [B, T]) -> mos [B]`` in [1, 5]; ``embed``; ``project``."""
 
     def __init__(self, preset_or_config: str | dict = "small", attn_implementation: str = "sdpa"):
         super().__init__()
         self.preset, self.config = resolve_config(preset_or_config)
-        self.encoder = HubertModel(hubert_config(self.config, attn_implementation))
+        frontend = self.config.get("frontend", "waveform")
+        if frontend not in ("mel", "waveform"):
+            raise ValueError(f"frontend must be 'mel' or 'waveform', got {frontend!r}")
+        encoder = MelEncoder if frontend == "mel" else WaveformEncoder
+        self.encoder = encoder(self.config, attn_implementation)
         hidden = self.config["hidden_size"]
         self.projection = nn.Sequential(
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, self.config["projection_dim"])
@@ -140,10 +241,25 @@ class JSQAModel(nn.Module):
         """Switch attention kernels ("eager" exports most reliably; "sdpa" trains faster)."""
         self.encoder.config._attn_implementation = name
 
+    @property
+    def chunk_samples(self) -> int:
+        """Samples per independently encoded chunk (0: the whole window at once)."""
+        return int(round((self.config.get("chunk_seconds") or 0) * SAMPLE_RATE))
+
+    def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """``[N, chunk_samples]`` -> one mean-pooled embedding per chunk, ``[N, hidden]``."""
+        return self.encoder(chunks).mean(dim=1)
+
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled encoder frames, ``[B, hidden]``. Windows have fixed length, so no mask."""
-        frames = self.encoder(normalise_windows(audio)).last_hidden_state
-        return frames.mean(dim=1)
+        """``[B, T]`` -> ``[B, hidden]``: the mean of the chunk embeddings (a last partial chunk
+        is zero-padded, like a pause) or, without chunks, of the whole window's frames."""
+        size = self.chunk_samples
+        if not size:
+            return self.encoder(audio).mean(dim=1)
+        batch = audio.shape[0]
+        padded = nn.functional.pad(audio, (0, (size - audio.shape[1] % size) % size))
+        chunks = self.encode_chunks(padded.reshape(-1, size))
+        return chunks.reshape(batch, -1, chunks.shape[-1]).mean(dim=1)
 
     def project(self, audio: torch.Tensor) -> torch.Tensor:
         """L2-normalised projection for the contrastive stage, ``[B, projection_dim]``."""

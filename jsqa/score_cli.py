@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jsqa.cli_args import positive_int
 from jsqa.data import AUDIO_SUFFIXES
+from jsqa.sanitize import printable
 
 if TYPE_CHECKING:
     from jsqa.scorer import ScoreResult
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--per-window", action="store_true", help="also print the score of every window")
     parser.add_argument("--model", type=Path, help="ONNX model file (default: the shipped jsqa-small.onnx)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: all cores)")
     return parser
 
 
@@ -100,12 +102,24 @@ def write_table(scores: list[FileScore], per_window: bool, model_name: str) -> N
     table.add_column("MOS", justify="right")
     for s in scores:
         if per_window:
-            table.add_row(s.path, "all", f"{s.duration_s:.2f} s", f"{s.result.mos:.2f}", style="bold")
+            table.add_row(s.path, "all", f"{s.duration_s:.2f} s", _shown(s.result.mos), style="bold")
             for w in s.result.windows:
-                table.add_row("", f"{w.t_start:.1f}-{w.t_end:.1f} s", "", f"{w.mos:.2f}")
+                table.add_row("", f"{w.t_start:.1f}-{w.t_end:.1f} s", "", _shown(w.mos if w.speech else None))
         else:
-            table.add_row(s.path, f"{s.duration_s:.2f} s", f"{s.result.mos:.2f}")
+            table.add_row(s.path, f"{s.duration_s:.2f} s", _shown(s.result.mos))
     Console().print(table)
+
+
+def _shown(mos: float | None) -> str:
+    return "no speech" if mos is None else f"{mos:.2f}"
+
+
+def _fixed(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def write_csv(scores: list[FileScore], per_window: bool) -> None:
@@ -114,20 +128,20 @@ def write_csv(scores: list[FileScore], per_window: bool) -> None:
         writer.writerow(["file", "t_start", "t_end", "mos"])
         for s in scores:
             for w in s.result.windows:
-                writer.writerow([s.path, f"{w.t_start:.3f}", f"{w.t_end:.3f}", f"{w.mos:.4f}"])
+                writer.writerow([s.path, f"{w.t_start:.3f}", f"{w.t_end:.3f}", _fixed(w.mos if w.speech else None)])
     else:
         writer.writerow(["file", "duration_s", "mos"])
         for s in scores:
-            writer.writerow([s.path, f"{s.duration_s:.3f}", f"{s.result.mos:.4f}"])
+            writer.writerow([s.path, f"{s.duration_s:.3f}", _fixed(s.result.mos)])
 
 
 def write_json(scores: list[FileScore], failed, per_window: bool, model_name: str) -> None:
     results = []
     for s in scores:
-        item = {"file": s.path, "duration_s": round(s.duration_s, 3), "mos": round(s.result.mos, 4)}
+        item = {"file": s.path, "duration_s": round(s.duration_s, 3), "mos": _rounded(s.result.mos)}
         if per_window:
             item["windows"] = [
-                {"t_start": w.t_start, "t_end": w.t_end, "mos": round(w.mos, 4)} for w in s.result.windows
+                {"t_start": w.t_start, "t_end": w.t_end, "mos": _rounded(w.mos if w.speech else None)} for w in s.result.windows
             ]
         results.append(item)
     errors = [{"file": path, "error": why} for path, why in failed]
@@ -148,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     scored, failed = score_files(scorer, files, show_progress=len(files) > 1 and sys.stderr.isatty())
     failed = problems + failed
     for path, why in failed:
-        print(f"jsqa-score: {path}: {why}", file=sys.stderr)
+        # file names and decoder messages may hold control characters: shown, not obeyed
+        print(f"jsqa-score: {printable(path)}: {printable(why)}", file=sys.stderr)
+    for s in scored:
+        if s.result.mos is None:
+            print(f"jsqa-score: warning: {s.path}: no speech found, so no MOS (silence or noise only)",
+                  file=sys.stderr)
     if args.format == "table":
         write_table(scored, args.per_window, scorer.name)
     elif args.format == "csv":

@@ -12,6 +12,8 @@ import logging
 
 import aiohttp
 
+from jsqa.sanitize import printable
+
 from .events import Alert
 
 log = logging.getLogger(__name__)
@@ -79,4 +81,5 @@ class Webhook:
             if attempt < self.retries:
                 await asyncio.sleep(self.backoff * 2**attempt)
         self.failed += 1
-        log.warning("alert webhook %s failed after %d tries: %s", self.url, self.retries + 1, problem)
+        # the problem may quote the webhook server's reply
+        log.warning("alert webhook %s failed after %d tries: %s", self.url, self.retries + 1, printable(problem))

@@ -7,15 +7,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from .decode import ENCODINGS
+from jsqa.cli_args import positive_float, positive_int, real_number, whole_number
+from jsqa.sanitize import printable
+
+from .decode import ENCODINGS, MAX_CHANNELS, MAX_RATE, MIN_RATE, DecodeError
 from .engine import Engine
 from .remote import RemoteError
 from .server import Limits
-from .sources import NoInputDevice
+from .sources import SourceError
 
 EPILOG = """examples:
   jsqa-monitor --demo                           the bundled demo call on the dashboard
@@ -25,6 +29,9 @@ EPILOG = """examples:
   jsqa-monitor --listen 0.0.0.0:8765 --token SECRET
   jsqa-monitor --connect ws://host:8765 --token SECRET
 """
+
+
+SHUTDOWN_DRAIN_S = 10.0  # at shutdown, the longest wait for live streams' last windows
 
 
 class CliError(Exception):
@@ -52,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pace files in real time (default: for --demo and with the dashboard)")
     src.add_argument("--encoding", choices=list(ENCODINGS), default="pcm_s16le",
                      help="encoding of raw audio on stdin (default pcm_s16le)")
-    src.add_argument("--rate", type=int, default=16000, help="sample rate of raw audio on stdin (default 16000)")
-    src.add_argument("--channels", type=int, default=1, help="channels of raw audio on stdin (default 1)")
+    src.add_argument("--rate", type=whole_number(MIN_RATE, MAX_RATE), default=16000,
+                     help="sample rate of raw audio on stdin (default 16000)")
+    src.add_argument("--channels", type=whole_number(1, MAX_CHANNELS), default=1,
+                     help="channels of raw audio on stdin (default 1)")
     src.add_argument("--stream-id", help="name of the local stream (default: from the source)")
 
     out = p.add_argument_group("output")
@@ -63,23 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     mdl = p.add_argument_group("model and alerts")
     mdl.add_argument("--model", metavar="FILE", help="ONNX model (default: the shipped jsqa-small.onnx)")
-    mdl.add_argument("--hop", type=float, metavar="S",
+    mdl.add_argument("--hop", type=positive_float, metavar="S",
                      help="seconds between windows (default: the model's, 1 s); 3 scores a third as often")
-    mdl.add_argument("--max-batch", type=int, default=32, metavar="N",
+    mdl.add_argument("--max-batch", type=positive_int, default=32, metavar="N",
                      help="most windows per model call (default 32): large batches pay on a GPU; "
                           "on a CPU, where they save little, small ones return the first scores sooner")
-    mdl.add_argument("--alert-threshold", type=float, default=3.0, metavar="MOS",
+    mdl.add_argument("--alert-threshold", type=real_number(1.0, 5.0), default=3.0, metavar="MOS",
                      help="alert when the smoothed MOS stays below this (default 3.0)")
-    mdl.add_argument("--alert-seconds", type=float, default=5.0, metavar="S",
+    mdl.add_argument("--alert-seconds", type=positive_float, default=5.0, metavar="S",
                      help="for this many seconds of audio (default 5)")
     mdl.add_argument("--alert-webhook", metavar="URL", help="POST each alert as JSON to URL")
 
     srv = p.add_argument_group("server (--listen) and --connect")
     srv.add_argument("--token", help="require this bearer token (also sent by --connect)")
-    srv.add_argument("--max-streams", type=int, default=Limits.max_streams,
+    srv.add_argument("--max-streams", type=positive_int, default=Limits.max_streams,
                      help=f"concurrent streams allowed (default {Limits.max_streams})")
-    srv.add_argument("--max-speed", type=float, default=Limits.max_speed,
+    srv.add_argument("--max-speed", type=positive_float, default=Limits.max_speed,
                      help=f"fastest audio allowed, as a multiple of real time (default {Limits.max_speed:g})")
+    srv.add_argument("--idle-timeout", type=positive_float, default=Limits.idle_timeout, metavar="S",
+                     help=f"close a stream that sends no audio for S seconds (default {Limits.idle_timeout:g})")
     return p
 
 
@@ -113,22 +124,34 @@ async def _until_ended(events, stream_id: str) -> AsyncIterator[dict]:
             return
 
 
-async def _write_jsonl(events, stream) -> None:
+def _discard_stdout() -> None:
+    """The reader of stdout (``| head``) has gone: later writes, and the flush at exit,
+    go to /dev/null instead of raising BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+async def _write_jsonl(events, stream, reader_gone: Callable[[], None]) -> None:
     try:
         async for event in events:
             stream.write(json.dumps(event) + "\n")
             stream.flush()
     except BrokenPipeError:
-        pass  # the reader (e.g. `| head`) has gone; scoring carries on for the other outputs
+        # the reader (e.g. `| head`) has gone: stop, as a command in a pipeline does
+        if stream is sys.stdout:
+            _discard_stdout()
+        reader_gone()
     finally:
         if stream is not sys.stdout:
             stream.close()
 
 
 class _Outputs:
-    """Starts the JSON-lines writers and the webhook; each reads its own subscription."""
+    """Starts the JSON-lines writers and the webhook; each reads its own subscription.
+    ``stop`` is called when a reader of the JSON lines goes away."""
 
-    def __init__(self, engine: Engine, args, dashboard: bool):
+    def __init__(self, engine: Engine, args, dashboard: bool, stop: Callable[[], None]):
         self.tasks: list[asyncio.Task] = []
         self.subs = []
         lines = {"score", "stream_started", "stream_ended", "alert"}
@@ -140,7 +163,8 @@ class _Outputs:
                 stream = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
             except OSError as e:
                 raise CliError(f"cannot write --jsonl {path}: {e.strerror}") from None
-            self._start(engine.subscribe(types=lines), lambda events, stream=stream: _write_jsonl(events, stream))
+            self._start(engine.subscribe(types=lines),
+                        lambda events, stream=stream: _write_jsonl(events, stream, stop))
         if args.alert_webhook:
             from .alerts import Webhook
 
@@ -161,8 +185,11 @@ class _Outputs:
 
 
 def _engine(args) -> Engine:
-    return Engine(_load_scorer(args.model), alert_threshold=args.alert_threshold, alert_seconds=args.alert_seconds,
-                  hop_seconds=args.hop, max_batch=args.max_batch)
+    try:
+        return Engine(_load_scorer(args.model), alert_threshold=args.alert_threshold,
+                      alert_seconds=args.alert_seconds, hop_seconds=args.hop, max_batch=args.max_batch)
+    except ValueError as e:  # a model the engine cannot run (another sample rate)
+        raise CliError(f"{args.model or 'the shipped model'}: {e}") from None
 
 
 def _local_source(args, realtime: bool):
@@ -188,9 +215,10 @@ async def _run_local(args, dashboard: bool) -> None:
     stream_id = args.stream_id or source.stream_id
     lossless = kind in ("file", "stdin", "demo") and not realtime
     async with _engine(args) as engine:
-        outputs = _Outputs(engine, args, dashboard)
         view = engine.subscribe() if dashboard else None
         feeding = asyncio.create_task(pump(engine, stream_id, source, kind, lossless))
+        # subscribed before the pump's first step opens the stream; a reader gone stops the source
+        outputs = _Outputs(engine, args, dashboard, stop=feeding.cancel)
         try:
             if view is not None:
                 from .dashboard import run_dashboard
@@ -215,17 +243,11 @@ def _on_signals(callback) -> None:
             loop.add_signal_handler(sig, callback)
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    _on_signals(stop.set)
-    await stop.wait()
-
-
 async def _run_server(args, dashboard: bool) -> None:
     from .server import serve
 
     host, port = parse_listen(args.listen)
-    limits = Limits(max_streams=args.max_streams, max_speed=args.max_speed)
+    limits = Limits(max_streams=args.max_streams, max_speed=args.max_speed, idle_timeout=args.idle_timeout)
     async with _engine(args) as engine:
         try:
             server = serve(engine, host, port, token=args.token, limits=limits)
@@ -234,17 +256,22 @@ async def _run_server(args, dashboard: bool) -> None:
             raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         print(f"jsqa-monitor: listening on ws://{bound[0]}:{bound[1]} (model {engine.model_name})",
               file=sys.stderr, flush=True)
-        outputs = _Outputs(engine, args, dashboard)
+        stop = asyncio.Event()
+        outputs = _Outputs(engine, args, dashboard, stop=stop.set)
         try:
             if dashboard:
                 from .dashboard import run_dashboard
 
                 await run_dashboard(engine.subscribe(), model_name=engine.model_name, single_stream=False)
             else:
-                await _wait_for_signal()
+                _on_signals(stop.set)
+                await stop.wait()
         finally:
-            await outputs.close()
+            # the sockets close first: their streams end, and the summaries reach the outputs
             await server.__aexit__(None, None, None)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(engine.drain(), SHUTDOWN_DRAIN_S)
+            await outputs.close()
 
 
 async def _run_connect(args, dashboard: bool) -> None:
@@ -274,9 +301,7 @@ def _list_devices() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(args) -> int:
     if args.list_devices:
         return _list_devices()
     dashboard = not args.no_dashboard and sys.stdout.isatty() and args.jsonl != "-"
@@ -286,11 +311,20 @@ def main(argv: list[str] | None = None) -> int:
         run = _run_server(args, dashboard)
     else:
         run = _run_local(args, dashboard)
+    asyncio.run(run)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        asyncio.run(run)
+        return _run(args)
     except KeyboardInterrupt:
         return 0
-    except (CliError, NoInputDevice, FileNotFoundError, RemoteError) as e:
-        print(f"jsqa-monitor: error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # stdout's reader has gone (`--connect ... | head`): nothing is wrong
+        _discard_stdout()
+        return 0
+    except (CliError, SourceError, FileNotFoundError, RemoteError, DecodeError) as e:
+        # messages may quote a remote server or a file name: one sanitised line
+        print(f"jsqa-monitor: error: {printable(e)}", file=sys.stderr)
         return 1
-    return 0

@@ -26,7 +26,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .sparkline import big_text, big_width, sparkline
+from jsqa.sanitize import printable
+
+from .sparkline import big_text, big_width, sparkline, time_axis
 
 HISTORY_S = 120.0  # the sparkline shows the last two minutes of stream time
 RATE_WINDOW_S = 5.0  # windows per second are counted over this much wall time
@@ -36,6 +38,8 @@ REFRESH_S = 0.25  # at most four refreshes a second
 IDLE_REFRESH_S = 1.0  # redraw this often even when no event came (rates decay)
 CLIPPING_WARN = 0.001  # warn when more than 0.1 % of samples sit at full scale
 QUIET_DBFS = -45.0
+TALKING_RATIO = 0.5  # below this share of speech a window is scored, but the line says so
+QUIT_HINT = "q or Ctrl-C quits"
 
 # ITU-T P.800 absolute category rating: a continuous MOS is given the category of the ACR
 # score it rounds to (5 excellent, 4 good, 3 fair, 2 poor, 1 bad).
@@ -109,6 +113,8 @@ class DashboardState:
 
     def apply(self, event: dict[str, Any], now: float | None = None) -> None:
         """Fold one event (the JSON form) into the state; unknown events are ignored."""
+        # events may come from a remote server: no string of theirs reaches the terminal raw
+        event = {key: printable(value) if isinstance(value, str) else value for key, value in event.items()}
         self.now = time.monotonic() if now is None else now
         if self.first_event_at is None:
             self.first_event_at = self.now
@@ -313,8 +319,17 @@ def _speech_line(view: StreamView, width: int) -> Text:
     ratio = float(view.speech_ratio)
     line.append_text(_meter(ratio, _meter_width(width), "cyan"))
     line.append(f" {ratio:5.0%}     ")
-    line.append("  no speech" if view.no_speech else "  talking", style="dim" if view.no_speech else "cyan")
+    if view.no_speech:
+        line.append("  too little to score", style="dim")
+    else:
+        line.append("  talking" if ratio >= TALKING_RATIO else "  some speech", style="cyan")
     return line
+
+
+def _trend_axis(width: int, label: str = "last 2 min ") -> Text:
+    """The time scale under the single view's trend line."""
+    axis = Text(" " * len(label), no_wrap=True)
+    return axis.append_text(time_axis(max(width - len(label), 1), HISTORY_S, style="dim"))
 
 
 def _trend_line(view: StreamView, width: int, label: str = "last 2 min ") -> Text:
@@ -345,10 +360,13 @@ def render_single(state: DashboardState, width: int) -> RenderableType:
         parts.append(conn)
     if view is None:
         parts.append(Text("waiting for the first window…", style="dim"))
-        return Panel(Group(*parts), title=title, title_align="left", width=width)
+        return Panel(Group(*parts), title=title, title_align="left", subtitle=QUIT_HINT,
+                     subtitle_align="right", width=width)
 
     if view.mos is None:
-        label, style, figure = "no speech", NO_SPEECH_STYLE, "-.--"
+        # before the first window there is nothing to judge yet; after it, too little speech
+        label = "waiting for the first window" if view.windows == 0 else "no speech"
+        style, figure = NO_SPEECH_STYLE, "-.--"
     else:
         label, style = acr_category(view.mos)
         figure = f"{view.mos:.2f}"
@@ -373,6 +391,7 @@ def render_single(state: DashboardState, width: int) -> RenderableType:
         parts.append(summary)
     parts.append(Text(""))
     parts.append(_trend_line(view, inner))
+    parts.append(_trend_axis(inner))
     parts.append(_level_line(view, inner))
     parts.append(_speech_line(view, inner))
     parts.append(Text().append("alert   ", style="bold").append_text(_alert_text(view)))
@@ -386,7 +405,8 @@ def render_single(state: DashboardState, width: int) -> RenderableType:
             ended.append(" · worst ")
             ended.append_text(_fmt_mos(float(s["worst_mos"])))
         parts.append(ended)
-    return Panel(Group(*parts), title=title, title_align="left", width=width)
+    return Panel(Group(*parts), title=title, title_align="left", subtitle=QUIT_HINT, subtitle_align="right",
+                 width=width)
 
 
 # Columns of the many-stream table, in the order they are given up when the terminal is
@@ -492,13 +512,14 @@ def render_many(state: DashboardState, width: int, height: int | None = None) ->
     rows = state.rows()
     if not rows:
         parts.append(Text("no streams yet", style="dim"))
+        parts.append(Text(QUIT_HINT, style="dim"))
         return Group(*parts)
     columns = _many_columns(width, max(len(v.stream_id) for v in rows))
     headings = {key: Text(title, style="bold") for key, title, _ in _MANY_COLUMNS}
     lines = [_table_line(headings, columns)]
     lines.append(Text(" " + "─" * (sum(columns.values()) + 2 * len(columns) - 2), style="dim"))
-    # The header, connection, heading and rule lines leave this many rows for streams.
-    room = None if height is None else max(height - len(parts) - 2, 2)
+    # The header, connection, heading and rule lines and the quit hint leave this many rows for streams.
+    room = None if height is None else max(height - len(parts) - 3, 2)
     shown = rows if room is None or len(rows) <= room else rows[: room - 1]
     lines.extend(_row_line(view, columns) for view in shown)
     if len(shown) < len(rows):
@@ -506,6 +527,7 @@ def render_many(state: DashboardState, width: int, height: int | None = None) ->
     table = Text("\n").join(lines)
     table.no_wrap = True  # each line already fits: spare rich the line-wrapping pass
     parts.append(table)
+    parts.append(Text(QUIT_HINT, style="dim"))
     return Group(*parts)
 
 

@@ -15,6 +15,7 @@ from jsqa.g711 import alaw_decode, mulaw_decode
 # bytes per sample of each accepted encoding
 ENCODINGS = {"pcm_s16le": 2, "f32le": 4, "mulaw": 1, "alaw": 1}
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+MIN_RATE, MAX_RATE = 1000, 384000  # what soxr resamples well; local files and devices may use any rate between
 MAX_CHANNELS = 8
 
 
@@ -29,8 +30,8 @@ def check_format(encoding: str, rate: int, channels: int = 1, rates=RATES) -> No
         raise DecodeError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
     if rates is not None and rate not in rates:
         raise DecodeError(f"unsupported rate {rate}: use one of {', '.join(map(str, rates))} Hz")
-    if not 1000 <= rate <= 384000:
-        raise DecodeError(f"unsupported rate {rate}: use 1000 to 384000 Hz")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise DecodeError(f"unsupported rate {rate}: use {MIN_RATE} to {MAX_RATE} Hz")
     if not 1 <= channels <= MAX_CHANNELS:
         raise DecodeError(f"unsupported channel count {channels}: use 1 to {MAX_CHANNELS}")
 

@@ -2,13 +2,18 @@
 alerts, and fan-out of immutable events to bounded subscriber queues.
 
 Any scorer with ``score_windows``, ``window_seconds``, ``hop_seconds`` and
-``sample_rate`` works (``jsqa.scorer.Scorer`` in practice).
+``sample_rate`` works (``jsqa.scorer.Scorer`` in practice). Windows are scored earliest
+deadline first (``schedule``), so real-time streams go before catch-up work; a queued
+window is a place in its stream's buffer (``window``), read into a reused batch array
+only when scored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import ctypes.util
 import logging
 import math
 import time
@@ -22,6 +27,7 @@ from jsqa.levels import clipping_ratio, level_dbfs, speech_ratio
 
 from .alerts import AlertTracker
 from .events import Alert, ScoreEvent, Stats, StreamEnded, StreamStarted
+from .schedule import DeadlineQueue, StreamClock
 from .window import Windower
 
 log = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ class StreamError(Exception):
 class _Window:
     stream: _Stream
     start: int  # first sample, stream time
-    audio: np.ndarray
+    length: int
     completed: float  # time.monotonic() when its last sample arrived
 
 
@@ -48,6 +54,8 @@ class _Stream:
         self.source = source
         self.lossless = lossless
         self.windower = Windower(engine.window, engine.hop)
+        self.clock = StreamClock(SAMPLE_RATE)
+        self.room = asyncio.Event()  # set when scoring frees some of this stream's backlog
         self.started = time.time()
         self.pending = 0
         self.ended = False
@@ -151,7 +159,9 @@ class Engine:
         mean_windows: int = 10,
         min_speech_ratio: float = 0.2,
         max_pending: int = 1024,
+        max_backlog_seconds: float = 10.0,
         max_batch: int = 32,
+        catchup_batch: int = 1,
         queue_size: int = 1024,
         alert_threshold: float | None = None,
         alert_seconds: float = 5.0,
@@ -169,7 +179,9 @@ class Engine:
         self.mean_windows = mean_windows
         self.min_speech_ratio = min_speech_ratio
         self.max_pending = max_pending
+        self.max_backlog = round(max_backlog_seconds * SAMPLE_RATE)
         self.max_batch = max_batch
+        self.catchup_batch = min(catchup_batch, max_batch)
         self.queue_size = queue_size
         self.alert_threshold = alert_threshold
         self.alert_seconds = alert_seconds
@@ -188,11 +200,12 @@ class Engine:
         self._recent_batches: collections.deque[tuple[float, int]] = collections.deque()
 
         self._streams: dict[str, _Stream] = {}
-        self._pending: collections.deque[_Window] = collections.deque()
+        self._queue: DeadlineQueue[_Window] = DeadlineQueue()
+        # the windows of one model call are copied here, so batches allocate nothing
+        self._batch = np.zeros((max_batch, self.window), dtype=np.float32)
         # keyed by stream id (None: all streams) so publishing costs per listener, not per socket
         self._subscriptions: dict[str | None, set[Subscription]] = {None: set()}
         self._work = asyncio.Event()
-        self._space = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsqa-score")
         self._tasks: list[asyncio.Task] = []
 
@@ -204,6 +217,7 @@ class Engine:
         await self.stop()
 
     def start(self) -> None:
+        _return_freed_memory()
         self._tasks = [asyncio.create_task(self._score_loop()), asyncio.create_task(self._stats_loop())]
 
     async def stop(self) -> None:
@@ -227,8 +241,8 @@ class Engine:
         return len(self._streams)
 
     def open_stream(self, stream_id: str, source: str = "", lossless: bool = False) -> None:
-        """Start a stream. Live streams (``lossless=False``) drop their oldest windows
-        when scoring falls behind; lossless ones (files) make ``push`` wait instead."""
+        """Start a stream. When the engine's queue is full, live streams
+        (``lossless=False``) lose their oldest windows; lossless ones (files) never do."""
         if stream_id in self._streams:
             raise StreamError(f"stream_id {stream_id!r} is already streaming")
         self._streams[stream_id] = _Stream(stream_id, source, self, lossless)
@@ -236,16 +250,21 @@ class Engine:
         self._publish(StreamStarted(stream_id, source, time.time()).to_dict())
 
     async def push(self, stream_id: str, samples: np.ndarray) -> None:
-        """Add 16 kHz float32 mono samples to a stream."""
+        """Add 16 kHz float32 mono samples to a stream.
+
+        Waits while the stream holds more than ``max_backlog_seconds`` of audio not yet
+        scored: a server awaiting this stops reading that client's socket, so a client
+        sending too fast is slowed by TCP instead of filling the server's memory."""
         stream = self._get(stream_id)
         if stream.ended:
             raise StreamError(f"stream {stream_id!r} has ended")
+        while stream.windower.backlog > self.max_backlog:
+            stream.room.clear()
+            await stream.room.wait()
         now = time.monotonic()
-        for start, audio in stream.windower.push(samples):
-            while stream.lossless and len(self._pending) >= self.max_pending:
-                self._space.clear()
-                await self._space.wait()
-            self._enqueue(_Window(stream, start, audio, now))
+        stream.clock.arrive(now, len(samples))
+        for start in stream.windower.push(samples):
+            self._enqueue(_Window(stream, start, self.window, now))
 
     def end_stream(self, stream_id: str, reason: str = "end") -> None:
         """End a stream: its unscored tail is scored, then ``stream_ended`` follows."""
@@ -256,7 +275,7 @@ class Engine:
         stream.end_reason = reason
         tail = stream.windower.flush()
         if tail is not None:
-            self._enqueue(_Window(stream, tail[0], tail[1], time.monotonic()))
+            self._enqueue(_Window(stream, *tail, time.monotonic()))
         self._maybe_finish(stream)
 
     def streams(self) -> list[dict]:
@@ -269,15 +288,21 @@ class Engine:
             raise StreamError(f"no stream {stream_id!r}") from None
 
     def _enqueue(self, window: _Window) -> None:
-        if len(self._pending) >= self.max_pending:
-            # lossless streams wait in push() instead, so only live windows are dropped
-            oldest_live = next((w for w in self._pending if not w.stream.lossless), None)
+        if len(self._queue) >= self.max_pending:
+            # the most overdue live window goes: a live listener wants the present
+            oldest_live = self._queue.remove_earliest(lambda w: not w.stream.lossless)
             if oldest_live is not None:
-                self._pending.remove(oldest_live)
+                self._release(oldest_live)
                 self._drop([oldest_live])
         window.stream.pending += 1
-        self._pending.append(window)
+        self._queue.put(window.stream.clock.due(window.start + window.length), window)
         self._work.set()
+
+    @staticmethod
+    def _release(window: _Window) -> None:
+        """The window's audio is no longer needed; its stream may take more."""
+        window.stream.windower.release(window.start)
+        window.stream.room.set()
 
     def _drop(self, windows: list[_Window]) -> None:
         for window in windows:
@@ -324,12 +349,15 @@ class Engine:
         while True:
             await self._work.wait()
             self._work.clear()
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
-                self._space.set()
+            while self._queue:
+                batch = self._next_batch()
+                for row, window in zip(self._batch, batch):
+                    window.stream.windower.read(window.start, window.length, row)
+                    self._release(window)
+                lengths = [w.length for w in batch]
                 began = time.monotonic()
                 try:
-                    results = await loop.run_in_executor(self._executor, self._analyse, [w.audio for w in batch])
+                    results = await loop.run_in_executor(self._executor, self._analyse, self._batch, lengths)
                 except Exception:
                     # a failing model call loses this batch only; the engine keeps serving
                     log.exception("scoring %d windows failed; they are dropped", len(batch))
@@ -342,19 +370,38 @@ class Engine:
                 for window, result in zip(batch, results):
                     self._publish_score(window, *result, done)
 
-    def _analyse(self, windows: list[np.ndarray]) -> list[tuple]:
-        """Runs in the worker thread: levels and VAD for every window, then one model
-        call per window length (all full windows share one) for the windows with speech."""
+    def _next_batch(self) -> list[_Window]:
+        """The windows due soon, earliest first; when none is, a little catch-up work.
+
+        A window of a stream sent in real time is due one frame after it completes;
+        "soon" is one hop, so any frame size up to a hop counts as real time. A model
+        call cannot be interrupted and on a CPU costs the same per window whatever the
+        batch, so while live streams are open catch-up work goes ``catchup_batch``
+        windows at a time: a live window arriving meanwhile waits for that little only.
+        """
+        batch = self._queue.take(self.max_batch, due_by=time.monotonic() + self.hop / SAMPLE_RATE)
+        if batch:
+            return batch
+        live = any(not s.lossless for s in self._streams.values())
+        return self._queue.take(self.catchup_batch if live else self.max_batch)
+
+    def _analyse(self, batch: np.ndarray, lengths: list[int]) -> list[tuple]:
+        """Runs in the worker thread: levels and VAD for every window (row ``i`` of
+        ``batch``, ``lengths[i]`` samples long), then one model call per window length
+        (all full windows share one) for the windows with speech."""
         features = [
-            (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x)) for x in windows
+            (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x))
+            for x in (row[:n] for row, n in zip(batch, lengths))
         ]
-        mos: list[float | None] = [None] * len(windows)
+        mos: list[float | None] = [None] * len(lengths)
         by_length: dict[int, list[int]] = {}
         for i, (ratio, _, _) in enumerate(features):
             if ratio >= self.min_speech_ratio:
-                by_length.setdefault(len(windows[i]), []).append(i)
-        for indices in by_length.values():
-            scores = self.scorer.score_windows(np.stack([windows[i] for i in indices]))
+                by_length.setdefault(lengths[i], []).append(i)
+        for length, indices in by_length.items():
+            # the common case, every window full and with speech, is a view: no copy
+            rows = batch[: len(indices)] if indices == list(range(len(indices))) else batch[indices]
+            scores = self.scorer.score_windows(rows[:, :length])
             for i, score in zip(indices, np.asarray(scores, dtype=np.float64)):
                 mos[i] = float(score)
         return [(m, *f) for m, f in zip(mos, features)]
@@ -382,7 +429,7 @@ class Engine:
         event = ScoreEvent(
             stream_id=stream.id,
             t_start=window.start / SAMPLE_RATE,
-            t_end=(window.start + len(window.audio)) / SAMPLE_RATE,
+            t_end=(window.start + window.length) / SAMPLE_RATE,
             mos=mos,
             mos_smoothed=stream.smoothed,
             mos_mean=(sum(stream.recent) / len(stream.recent)) if stream.recent else None,
@@ -430,3 +477,17 @@ class Engine:
         while True:
             await asyncio.sleep(self.stats_interval)
             self._publish(Stats(**self.stats()).to_dict())
+
+
+def _return_freed_memory() -> None:
+    """Pin glibc's mmap threshold at its default (128 KiB).
+
+    Left adaptive, glibc raises the threshold after the first large array is freed, and
+    later stream buffers come from the heap, whose high-water mark a burst then leaves
+    in the process for good. Pinned, every array above 128 KiB is its own mapping,
+    returned to the system when freed. Other C libraries are left alone.
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from jsqa.sanitize import printable
+
 from .engine import LATENCY_BUCKETS, Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # the format's own escapes, after the sanitiser has made control characters visible
+    return printable(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _number(value: float) -> str:

@@ -12,20 +12,23 @@ import asyncio
 import contextlib
 import hmac
 import json
-import re
+import logging
 import time
 import uuid
 import weakref
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from jsqa.sanitize import printable
 
 from . import metrics
 from .decode import DecodeError, Decoder
 from .engine import Engine, StreamError
+from .ids import STREAM_ID_RULE, is_stream_id
 from .twilio import ProtocolError, TwilioCall
 
-STREAM_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 SOCKETS_KEY = web.AppKey("sockets", weakref.WeakSet)
 
 
@@ -38,6 +41,8 @@ class Limits:
     max_speed: float = 2.0
     burst_seconds: float = 10.0
     subscriber_queue: int = 1024  # events held for each /v1/subscribe client
+    idle_timeout: float = 30.0  # a stream sending no audio this long is closed
+    request_timeout: float = 5.0  # an HTTP connection sending no request this long is closed
 
 
 class Violation(Exception):
@@ -68,22 +73,90 @@ class _Pace:
             )
 
 
+class _Idle:
+    """Ends a stream whose client sends no audio for ``seconds``, which would otherwise
+    hold one of the server's stream slots for nothing."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.touch()
+
+    def touch(self) -> None:
+        """Audio was accepted (after any back-pressure wait, which is not the client's idling)."""
+        self._last = time.monotonic()
+
+    async def messages(self, ws: web.WebSocketResponse):
+        """The socket's messages, as ``async for msg in ws`` gives them, until idle."""
+        while True:
+            left = self._last + self.seconds - time.monotonic()
+            try:
+                msg = await ws.receive(timeout=max(left, 0.001))  # aiohttp reads 0 as no timeout
+            except asyncio.TimeoutError:
+                raise Violation(WSCloseCode.POLICY_VIOLATION, f"idle: no audio for {self.seconds:g} s") from None
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            yield msg
+
+
 async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
-    # a close frame's reason may hold at most 123 bytes
-    await ws.close(code=code, message=reason.encode()[:123])
+    # a close frame's reason may hold at most 123 bytes, and they must stay valid UTF-8
+    await ws.close(code=code, message=reason.encode()[:123].decode(errors="ignore").encode())
 
 
 def _token_ok(request: web.Request, token: str | None) -> bool:
     if token is None:
         return True
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    # the auth scheme is case-insensitive (RFC 9110 11.1)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = request.query.get("token", "")
+    # undecodable header bytes arrive as lone surrogates: compare them rather than fail
+    return hmac.compare_digest(given.strip().encode(errors="surrogatepass"), token.encode())
+
+
+class _Socket(web.WebSocketResponse):
+    """aiohttp closes a socket itself, with no reason, for a frame over ``max_msg_size``
+    (refused from its header, unread) or a text frame that is not UTF-8; this gives those
+    closes a reason like every other. aiohttp's cap sits well above ours, so frames a little
+    over our limit are read whole and refused by ``_check_frame``: an orderly close, which a
+    client still sending does not turn into a connection reset."""
+
+    def __init__(self, limits: Limits):
+        super().__init__(max_msg_size=limits.max_frame_bytes * 4, heartbeat=30)
+        self._reasons = {
+            WSCloseCode.MESSAGE_TOO_BIG: f"frame exceeds the limit of {limits.max_frame_bytes} bytes",
+            WSCloseCode.INVALID_TEXT: "text frame is not valid UTF-8",
+            WSCloseCode.PROTOCOL_ERROR: "malformed WebSocket frame",
+        }
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if not message and code in self._reasons:
+            message = self._reasons[code].encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class _MalformedRequestLine(logging.Filter):
+    """aiohttp logs a malformed HTTP request (a header over 8 KiB, a Content-Length that
+    overflows) with a traceback; it is the client's mistake, worth one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "a client"
+            # aiohttp's message may go on to quote the request over several lines: its first line names the problem
+            what = (str(error.message).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+            record.msg, record.args = "refused a malformed HTTP request from %s: %s", (printable(peer), printable(what))
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+HTTP_LOG = logging.getLogger(__name__ + ".http")
+HTTP_LOG.addFilter(_MalformedRequestLine())
 
 
 async def _accept(request: web.Request, limits: Limits) -> web.WebSocketResponse:
-    # aiohttp's own cap sits well above ours so that our check, with its reason, runs first
-    ws = web.WebSocketResponse(max_msg_size=limits.max_frame_bytes * 4, heartbeat=30)
+    ws = _Socket(limits)
     await ws.prepare(request)
     request.app[SOCKETS_KEY].add(ws)
     return ws
@@ -117,8 +190,8 @@ async def _send_events(ws: web.WebSocketResponse, events, until_end_of: str | No
 def _stream_params(request: web.Request) -> tuple[str, Decoder]:
     query = request.query
     stream_id = query.get("stream_id") or uuid.uuid4().hex[:12]
-    if not STREAM_ID.match(stream_id):
-        raise Violation(WSCloseCode.POLICY_VIOLATION, "stream_id must be 1-128 letters, digits or ._:@+-")
+    if not is_stream_id(stream_id):
+        raise Violation(WSCloseCode.POLICY_VIOLATION, f"stream_id must be {STREAM_ID_RULE}")
     try:
         rate = int(query.get("rate", "16000"))
         channels = int(query.get("channels", "1"))
@@ -169,12 +242,18 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
         reason = "disconnected"
         try:
             stream_id, decoder = _stream_params(request)
-            _open(engine, limits, stream_id, "websocket")
-            opened = stream_id
+            # subscribed before the stream opens, so the socket also gets its own stream_started
             events = engine.subscribe(stream_id)
+            try:
+                _open(engine, limits, stream_id, "websocket")
+            except Violation:
+                events.close()
+                raise
+            opened = stream_id
             sender = asyncio.create_task(_send_events(ws, events, until_end_of=stream_id))
             pace = _Pace(limits)
-            async for msg in ws:
+            idle = _Idle(limits.idle_timeout)
+            async for msg in idle.messages(ws):
                 if msg.type == WSMsgType.BINARY:
                     _check_frame(len(msg.data), limits)
                     try:
@@ -183,6 +262,7 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
                         raise Violation(WSCloseCode.INVALID_TEXT, str(e)) from None
                     pace.check(decoder.seconds_in)
                     await engine.push(stream_id, samples)
+                    idle.touch()
                 elif msg.type == WSMsgType.TEXT:
                     _check_frame(len(msg.data), limits)
                     _expect_end(msg.data)
@@ -210,8 +290,9 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
         ids: dict[str, str] = {}
         reason = "disconnected"
         pace = _Pace(limits)
+        idle = _Idle(limits.idle_timeout)
         try:
-            async for msg in ws:
+            async for msg in idle.messages(ws):
                 if msg.type == WSMsgType.BINARY:
                     raise Violation(WSCloseCode.UNSUPPORTED_DATA, "twilio: binary frames are not part of the protocol")
                 if msg.type != WSMsgType.TEXT:
@@ -240,6 +321,7 @@ def create_app(engine: Engine, *, token: str | None = None, limits: Limits = Lim
                         raise Violation(WSCloseCode.INVALID_TEXT, f"twilio: {e}") from None
                     pace.check(decoder.seconds_in)
                     await engine.push(ids[message.track], samples)
+                    idle.touch()
                 elif message.event == "stop":
                     for track, stream_id in ids.items():
                         await engine.push(stream_id, decoders[track].flush())
@@ -296,6 +378,8 @@ def _expect_end(text: str) -> None:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise Violation(WSCloseCode.INVALID_TEXT, f"invalid JSON: {e.msg} at character {e.pos}") from None
+    except RecursionError:
+        raise Violation(WSCloseCode.INVALID_TEXT, "invalid JSON: nested too deeply") from None
     if not isinstance(data, dict) or data.get("type") != "end":
         raise Violation(WSCloseCode.UNSUPPORTED_DATA, 'the only text message accepted is {"type": "end"}')
 
@@ -304,7 +388,10 @@ def _expect_end(text: str) -> None:
 async def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8765, **options):
     """Run the server until the block exits; yields the bound ``(host, port)``
     (port 0 picks a free one)."""
-    runner = web.AppRunner(create_app(engine, **options), handle_signals=False, access_log=None)
+    # aiohttp's keep-alive timeout also closes a new connection that never sends a request
+    request_timeout = options.get("limits", Limits()).request_timeout
+    runner = web.AppRunner(create_app(engine, **options), handle_signals=False, access_log=None, logger=HTTP_LOG,
+                           keepalive_timeout=request_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

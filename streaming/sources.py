@@ -20,8 +20,24 @@ from .decode import ENCODINGS, Decoder
 log = logging.getLogger(__name__)
 
 
-class NoInputDevice(RuntimeError):
-    """No usable audio input; the message lists the devices there are."""
+class SourceError(Exception):
+    """An input that cannot be used (an unreadable file, no audio device); the message
+    says why, and what to do instead, in one line."""
+
+
+class NoInputDevice(SourceError):
+    """No usable audio input device."""
+
+
+def _sounddevice():
+    """The sounddevice module, or ``NoInputDevice`` when the PortAudio library is missing."""
+    try:
+        import sounddevice
+    except OSError as e:  # sounddevice loads libportaudio when imported
+        raise NoInputDevice(
+            f"{e}: install it (Debian/Ubuntu: apt install libportaudio2), or use --file, --listen or --demo"
+        ) from None
+    return sounddevice
 
 
 class _Pacer:
@@ -39,8 +55,7 @@ class _Pacer:
 
 def list_devices() -> list[dict]:
     """Every audio device PortAudio sees, with its index."""
-    import sounddevice as sd
-
+    sd = _sounddevice()
     return [dict(device, index=i) for i, device in enumerate(sd.query_devices())]
 
 
@@ -56,14 +71,13 @@ def describe_devices(devices: list[dict]) -> str:
 
 def find_input_device(spec: str = "mic") -> dict:
     """The device ``spec`` names: ``mic`` (the default input), an index, or part of a name."""
-    import sounddevice as sd
-
+    sd = _sounddevice()
     devices = list_devices()
     inputs = [d for d in devices if d["max_input_channels"] > 0]
     if not inputs:
         raise NoInputDevice(
-            "no audio input device found; devices seen:\n" + describe_devices(devices)
-            + "\nuse --file, --listen or --demo instead"
+            f"no audio input device found (PortAudio sees {len(devices)} devices, none with inputs); "
+            "use --file, --listen or --demo instead"
         )
     if spec == "mic":
         default = sd.default.device[0]
@@ -75,7 +89,7 @@ def find_input_device(spec: str = "mic") -> dict:
     else:
         match = [d for d in inputs if spec.lower() in d["name"].lower()]
     if not match:
-        raise NoInputDevice(f"no input device matches {spec!r}; input devices:\n" + describe_devices(inputs))
+        raise NoInputDevice(f"no input device matches {spec!r}; jsqa-monitor --list-devices lists them")
     return match[0]
 
 
@@ -93,8 +107,7 @@ class MicSource:
         self.stream_id = "mic"
 
     async def __aiter__(self):
-        import sounddevice as sd
-
+        sd = _sounddevice()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[np.ndarray] = asyncio.Queue(self.max_blocks)
         decoder = Decoder("f32le", self.rate, self.channels, rates=None)
@@ -134,6 +147,13 @@ class FileSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such file")
+        try:
+            frames = sf.info(str(self.path)).frames
+        except sf.SoundFileError as e:
+            reason = (getattr(e, "error_string", "") or str(e)).strip().rstrip(".")
+            raise SourceError(f"{self.path}: not a sound file soundfile can read ({reason})") from None
+        if frames == 0:
+            raise SourceError(f"{self.path}: holds no audio samples")
         self.realtime = realtime
         self.block_seconds = block_seconds if realtime else 1.0
         self.stream_id = self.path.stem

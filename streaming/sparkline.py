@@ -83,3 +83,25 @@ def sparkline(
         run, run_style = run + glyph, style
     out.append(run, style=run_style)
     return out
+
+
+def _ago(seconds: float) -> str:
+    return f"-{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"-{seconds:g} s"
+
+
+def time_axis(width: int, span: float, style: str = "") -> Text:
+    """The scale under a ``sparkline`` of ``width`` cells over the last ``span`` seconds:
+    ``-2 min`` at its left edge, ``-1 min`` at its middle, ``now`` at its right, as room allows."""
+    cells = [" "] * max(width, 0)
+
+    def put(label: str, at: int) -> bool:
+        if at < 0 or at + len(label) > width or any(c != " " for c in cells[max(at - 1, 0) : at + len(label) + 1]):
+            return False
+        cells[at : at + len(label)] = label
+        return True
+
+    put("now", width - 3)
+    if put(_ago(span), 0):
+        middle = _ago(span / 2)
+        put(middle, width // 2 - len(middle) // 2)
+    return Text("".join(cells), style=style, no_wrap=True)

@@ -55,6 +55,12 @@ class HealthyStream:
         self.events: list[tuple[float, dict]] = []
         self.first_score = asyncio.Event()
         self.close_code = None
+        self.seconds_sent = 0.0
+        self._stopped = False
+
+    def stop_sending(self) -> None:
+        """End the stream early, after the chunk being sent; safe from any thread."""
+        self._stopped = True
 
     @property
     def scores(self) -> list[dict]:
@@ -67,10 +73,13 @@ class HealthyStream:
                 start = time.monotonic()
                 chunk = 1600  # 0.1 s
                 for i in range(0, len(self.audio), chunk):
+                    if self._stopped:
+                        break
                     delay = start + i / 16000 / self.speed - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     await ws.send_bytes(pcm16(self.audio[i : i + chunk]))
+                    self.seconds_sent += len(self.audio[i : i + chunk]) / 16000
                 await ws.send_str(json.dumps({"type": "end"}))
                 await reader
                 self.close_code = ws.close_code

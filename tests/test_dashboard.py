@@ -170,7 +170,7 @@ def test_narrow_terminal_drops_columns_but_keeps_every_line_inside(width, headin
         assert "MOS" in text
     many = text_of(many_state(), width)
     assert "call-bad" in many and "1.30" in many
-    table_heading = many.splitlines()[-5]
+    table_heading = next(line for line in many.splitlines() if "stream " in line and "MOS" in line)
     optional = {"smooth", "alert", "last 2 min", "time", "speech"}
     assert {h for h in optional if h in table_heading} == headings
 
@@ -254,3 +254,52 @@ def test_the_demo_call_is_bundled_small_attributed_and_moves_through_its_acts():
     # lost packets are left silent; clean acts have only the short pauses between clips
     assert silent_packets(acts["loss"]) > silent_packets(acts["clean"]) + 0.1
     assert silent_packets(acts["recovered"]) < 0.05
+
+
+def test_a_stream_before_its_first_window_is_waiting_not_silent():
+    state = DashboardState(model_name="m", single_stream=True)
+    state.apply({"type": "stream_started", "stream_id": "call", "source": "ws"}, now=0.0)
+    text = text_of(state, 100)
+    assert "waiting for the first window" in text and "no speech" not in text
+
+
+@pytest.mark.parametrize("ratio, label", [(0.23, "some speech"), (0.5, "talking"), (0.9, "talking")])
+def test_speech_line_says_talking_only_when_most_of_the_window_is_speech(ratio, label):
+    text = text_of(single_state(mos=3.0, speech_ratio=ratio), 100)
+    speech = next(line for line in text.splitlines() if "speech " in line and "%" in line)
+    assert label in speech and ({"some speech", "talking"} - {label}).pop() not in speech
+
+
+def test_both_views_say_how_to_quit():
+    for state in (single_state(), many_state(), DashboardState(model_name="m", single_stream=False)):
+        assert "q or Ctrl-C quits" in text_of(state, 100)
+
+
+def test_the_trend_has_a_time_scale_under_it():
+    lines = text_of(single_state(), 100).splitlines()
+    trend = next(i for i, line in enumerate(lines) if "last 2 min" in line)
+    axis = lines[trend + 1]
+    assert axis.index("-2 min") == lines[trend].index("last 2 min") + len("last 2 min ")
+    assert "-1 min" in axis
+    # "now" ends in the sparkline's last cell, the newest window
+    assert axis.rstrip(" │").endswith("now") and len(axis.rstrip(" │")) == len(lines[trend].rstrip(" │"))
+
+
+HOSTILE = "MZ\u001b[2J\u001b[H"
+TITLE = "\u001b]0;title\u0007"
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_escape_sequences_in_events_are_shown_not_obeyed(single):
+    state = DashboardState(model_name="m", single_stream=single)
+    state.apply({"type": "connection", "state": "connected", "detail": TITLE}, now=0.0)
+    state.apply({"type": "stats", "active_streams": 1, "windows_per_second": 1.0, "latency_p50_ms": 1.0,
+                 "latency_p99_ms": 2.0, "model_name": TITLE, "windows_scored": 1, "windows_dropped": 0,
+                 "events_dropped": 0}, now=0.0)
+    state.apply({"type": "stream_started", "stream_id": HOSTILE, "source": TITLE}, now=0.0)
+    state.apply(score(HOSTILE, 3.0, 3.0), now=3.0)
+    console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)
+    console.print(render(state, 200))
+    raw = console.export_text(styles=True)
+    assert "\x1b[2J" not in raw and "\x1b[H" not in raw and "\x1b]0;" not in raw and "\x07" not in raw
+    assert "MZ\\x1b[2J" in raw and "\\x1b]0;title\\x07" in raw

@@ -73,6 +73,7 @@ def test_legacy_exporter_fallback(tiny_checkpoint, tmp_path, clean_speech):
     assert 1.0 <= scorer.score(clean_speech).mos <= 5.0
 
 
+@pytest.mark.slow
 def test_cli_int8_export_reports_parity_and_pearson_change(tiny_checkpoint, tmp_path, data_root, capsys):
     output = tmp_path / "int8.onnx"
     labels = data_root / "rated" / "warpq" / "ratings.csv"
@@ -86,7 +87,7 @@ def test_cli_int8_export_reports_parity_and_pearson_change(tiny_checkpoint, tmp_
     assert "ConvInteger" not in ops  # convolutions stay float
     metadata = read_metadata(output)
     assert CONTRACT_KEYS <= set(metadata) and "int8" in metadata["quantization"]
-    assert 1.0 <= Scorer(output).score(np.zeros(48000, dtype=np.float32) + 0.01).mos <= 5.0
+    assert 1.0 <= Scorer(output).score_windows(np.zeros((1, 48000), dtype=np.float32) + 0.01)[0] <= 5.0
 
 
 def test_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
@@ -94,6 +95,18 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
         export_main(["onnx", str(tmp_path / "missing.pt")])
     assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("not a checkpoint\n")
+    assert export_main(["onnx", str(not_a_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"jsqa-export: cannot export {not_a_checkpoint}:") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["onnx", str(not_a_checkpoint), "--opset", "-3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("argument --opset: -3 is out of range: use at least 1")
 
 
 def test_rated_sets_load_with_mushra_mapped_to_mos(data_root, tmp_path):

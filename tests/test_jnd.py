@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from jsqa.jnd import JNDSampler, NoiseBank, SpeechPool, default_axes, positive_mask
+from jsqa.degrade import TalkerPool
+from jsqa.jnd import JNDSampler, NoiseBank, positive_mask
 from jsqa.data import list_audio
 
 
@@ -15,7 +16,7 @@ from jsqa.data import list_audio
 def pools(speech_dir, noise_dir):
     speech = list_audio(speech_dir / "asterisk_en")[:40] + list_audio(speech_dir / "asterisk_it")[:40]
     noise = list_audio(noise_dir / "pst_background_samples") + list_audio(noise_dir / "flare_rain")
-    return SpeechPool(speech), NoiseBank(noise, ("white", "pink"))
+    return TalkerPool.from_files(speech), NoiseBank(noise, ("white", "pink"))
 
 
 def sampler(pools, **kw):
@@ -24,17 +25,16 @@ def sampler(pools, **kw):
 
 
 def test_positive_mask_follows_the_jnd():
-    axes = default_axes(3.0)
     p = [
-        {"kind": "noise", "snr_db": 10.0, "value": None},
-        {"kind": "noise", "snr_db": 12.9, "value": None},   # 2.9 dB from the first: positive
-        {"kind": "noise", "snr_db": 13.0, "value": None},   # 3.0 dB from the first: negative
-        {"kind": "echo", "snr_db": 10.0, "value": 20.0},    # other kind: negative to all noise items
-        {"kind": "codec", "snr_db": None, "value": ("opus", 8)},
-        {"kind": "codec", "snr_db": None, "value": ("opus", 8)},
-        {"kind": "codec", "snr_db": None, "value": ("opus", 12)},
+        {"kind": "noise", "snr_db": 10.0},
+        {"kind": "noise", "snr_db": 12.9},   # 2.9 dB from the first: positive
+        {"kind": "noise", "snr_db": 13.0},   # 3.0 dB from the first: negative
+        {"kind": "echo", "snr_db": 10.0, "delay_ms": 100.0, "attenuation_db": 20.0},  # other kind
+        {"kind": "codec", "snr_db": None, "codec": ("opus", 8)},
+        {"kind": "codec", "snr_db": None, "codec": ("opus", 8)},
+        {"kind": "codec", "snr_db": None, "codec": ("opus", 12)},
     ]
-    m = positive_mask(p, axes)
+    m = positive_mask(p, 3.0)
     assert m[0, 1] and m[1, 2] and not m[0, 2]
     assert not m[0, 3] and not m[3].any()
     assert m[4, 5] and not m[4, 6]
@@ -68,7 +68,7 @@ def test_snr_sets_the_degradation(pools):
     errors = []
     for snr in (0.0, 20.0):
         s.rng = np.random.default_rng(1)
-        y = s.render({"kind": "noise", "snr_db": snr, "value": None}, 8000)
+        y = s.render({"kind": "noise", "snr_db": snr}, 8000)
         errors.append(float(np.mean((y - clean) ** 2)))
     assert errors[0] > 10 * errors[1]
 

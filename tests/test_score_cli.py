@@ -100,3 +100,19 @@ def test_missing_model_is_a_one_line_error(audio_folder, tmp_path, capsys):
     assert main([str(audio_folder), "--model", str(tmp_path / "none.onnx")]) == 1
     err = capsys.readouterr().err.strip()
     assert "none.onnx" in err and "not found" in err and "\n" not in err
+
+
+def test_thread_count_is_checked_by_the_parser(audio_folder, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(audio_folder), "--threads", "-2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "jsqa-score: error: argument --threads: -2 is out of range: use at least 1")
+
+
+def test_a_file_name_with_escape_sequences_is_shown_not_obeyed(tiny_onnx_model, tmp_path, capsys):
+    hostile = tmp_path / "call\x1b]0;owned\x07.wav"
+    hostile.write_bytes(b"RIFF not really a wave file")
+    assert main([str(hostile), "--model", str(tiny_onnx_model)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "call\\x1b]0;owned\\x07.wav" in err

@@ -298,7 +298,10 @@ def test_slow_subscriber_never_slows_scoring(tiny_onnx_model, clean_speech):
     audio = np.concatenate([clean_speech] * 2)
 
     async def scenario():
-        async with running_server(tiny_onnx_model, subscriber_queue=4) as server:
+        # sent at 40x, the streams are catch-up work; scored 32 windows a call, their events
+        # come in bursts larger than the stuck subscriber's queue
+        engine_options = {"catchup_batch": 32}
+        async with running_server(tiny_onnx_model, subscriber_queue=4, engine_options=engine_options) as server:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
             port = int(server.ws.rsplit(":", 1)[1])
@@ -319,3 +322,108 @@ def test_slow_subscriber_never_slows_scoring(tiny_onnx_model, clean_speech):
     assert samples["jsqa_windows_dropped_total"] == 0
     assert samples["jsqa_events_dropped_total"] > 0
     assert samples["jsqa_windows_scored_total"] == 4 * expected_windows(2 * SECONDS)
+
+
+def test_a_stream_id_with_a_trailing_newline_is_refused(tiny_onnx_model):
+    async def scenario():
+        async with running_server(tiny_onnx_model) as server:
+            closed = await _ws_close(server.ws + "/v1/stream?stream_id=trail%0A")
+            return closed, server.engine.streams_total
+
+    (code, reason), opened = run(scenario())
+    assert code == 1008 and "stream_id must be" in reason
+    assert opened == 0
+
+
+def test_frames_over_aiohttps_own_cap_get_a_reason(tiny_onnx_model):
+    async def scenario():
+        async with running_server(tiny_onnx_model) as server:
+            return await _aiohttp_close(server.ws + "/v1/stream?stream_id=huge", [bytes(1024 * 1024 + 2)])
+
+    code, reason = run(scenario())
+    assert (code, reason) == (1009, "frame exceeds the limit of 262144 bytes")
+
+
+def test_the_bearer_scheme_is_case_insensitive(tiny_onnx_model):
+    async def scenario():
+        async with running_server(tiny_onnx_model, token="s3cret") as server:
+            statuses = {}
+            async with aiohttp.ClientSession() as session:
+                for scheme in ("bearer", "BEARER", "Bearer"):
+                    headers = {"Authorization": f"{scheme} s3cret"}
+                    async with session.get(server.http + "/v1/streams", headers=headers) as r:
+                        statuses[scheme] = r.status
+            return statuses
+
+    assert run(scenario()) == {"bearer": 200, "BEARER": 200, "Bearer": 200}
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(65536)
+
+
+def test_malformed_http_gets_400_and_one_log_line(tiny_onnx_model, caplog):
+    requests = {
+        "content-length overflow":
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "8 KiB header": b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 8200 + b"\r\n\r\n",
+    }
+
+    async def scenario():
+        async with running_server(tiny_onnx_model, token="s3cret") as server:
+            port = int(server.http.rsplit(":", 1)[1])
+            loop = asyncio.get_running_loop()
+            replies = {k: await loop.run_in_executor(None, _raw_http, port, v) for k, v in requests.items()}
+            # header bytes that are not UTF-8 in the token: refused, not a server error
+            replies["binary token"] = await loop.run_in_executor(
+                None, _raw_http, port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+            return replies
+
+    replies = run(scenario())
+    status = {k: v.split(b"\r\n")[0].split(b" ")[1] for k, v in replies.items()}
+    assert status == {"content-length overflow": b"400", "8 KiB header": b"400", "binary token": b"401"}
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+
+
+def test_a_stream_socket_gets_its_own_stream_started_first(tiny_onnx_model, clean_speech):
+    async def scenario():
+        async with running_server(tiny_onnx_model) as server:
+            async with connect(f"{server.ws}/v1/stream?stream_id=own") as ws:
+                await ws.send(pcm16(clean_speech[: 16000 * 3]))
+                await ws.send('{"type": "end"}')
+                return [json.loads(text) for text in [m async for m in ws]]
+
+    events = run(scenario())
+    assert events[0]["type"] == "stream_started" and events[0]["stream_id"] == "own"
+    assert [e["type"] for e in events[1:]] == ["score", "stream_ended"]
+
+
+def test_the_frame_limit_is_exact_for_compressing_clients(tiny_onnx_model):
+    async def scenario():
+        async with running_server(tiny_onnx_model, max_frame_bytes=4096) as server:
+            # the websockets client offers permessage-deflate: zeros would shrink to a few bytes
+            at_limit = await _ws_close(server.ws + "/v1/stream?stream_id=at", [bytes(4096), '{"type": "end"}'])
+            over = await _ws_close(server.ws + "/v1/stream?stream_id=over", [bytes(4097)])
+            return at_limit, over
+
+    at_limit, over = run(scenario())
+    assert at_limit == (1000, "stream ended")
+    assert over == (1009, "frame of 4097 bytes exceeds the limit of 4096 bytes")
+
+
+def test_a_text_frame_that_is_not_utf8_gets_a_reason(tiny_onnx_model):
+    async def scenario():
+        async with running_server(tiny_onnx_model) as server:
+            closes = []
+            for path in ("/v1/stream?stream_id=utf", "/v1/twilio"):
+                async with connect(server.ws + path) as ws:
+                    await ws.send(b"\xff\xfe not UTF-8", text=True)
+                    await ws.wait_closed()
+                    closes.append((ws.close_code, ws.close_reason))
+            return closes
+
+    assert run(scenario()) == [(1007, "text frame is not valid UTF-8")] * 2

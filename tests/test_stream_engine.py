@@ -46,17 +46,27 @@ def _chunks(x: np.ndarray, size: int = 1600) -> list[np.ndarray]:
     return [x[i : i + size] for i in range(0, len(x), size)]
 
 
+def _window(w: Windower, start: int, length: int) -> np.ndarray:
+    out = np.empty(length, np.float32)
+    w.read(start, length, out)
+    return out
+
+
 def test_windower_cuts_windows_at_every_hop_whatever_the_chunking():
     x = np.arange(10_500, dtype=np.float32)
-    expected = [(s, x[s : s + 3000]) for s in range(0, 10_500 - 3000 + 1, 1000)]
+    expected = list(range(0, 10_500 - 3000 + 1, 1000))
     for chunk in (1, 7, 999, 1000, 4321):
         w = Windower(3000, 1000)
-        got = [win for i in range(0, len(x), chunk) for win in w.push(x[i : i + chunk])]
-        assert [s for s, _ in got] == [s for s, _ in expected]
-        for (_, a), (_, b) in zip(got, expected):
-            np.testing.assert_array_equal(a, b)
-        start, tail = w.flush()  # 10500 is not on a hop: a window ending there covers the tail
-        assert start == 7500 and np.array_equal(tail, x[7500:])
+        got = []
+        for i in range(0, len(x), chunk):
+            for start in w.push(x[i : i + chunk]):
+                got.append(start)
+                np.testing.assert_array_equal(_window(w, start, 3000), x[start : start + 3000])
+                w.release(start)
+        assert got == expected
+        start, length = w.flush()  # 10500 is not on a hop: a window ending there covers the tail
+        assert (start, length) == (7500, 3000)
+        np.testing.assert_array_equal(_window(w, start, length), x[7500:])
     on_hop = Windower(3000, 1000)
     on_hop.push(x[:10_000])
     assert on_hop.flush() is None
@@ -65,11 +75,26 @@ def test_windower_cuts_windows_at_every_hop_whatever_the_chunking():
 def test_windower_scores_a_short_stream_whole_and_ignores_a_tiny_one():
     w = Windower(3000, 1000)
     assert w.push(np.ones(1500, np.float32)) == []
-    start, audio = w.flush()
-    assert start == 0 and len(audio) == 1500
+    assert w.flush() == (0, 1500)
     tiny = Windower(3000, 1000)
     tiny.push(np.ones(10, np.float32))
     assert tiny.flush() is None
+
+
+def test_windower_holds_unreleased_windows_and_shrinks_once_they_are_done():
+    x = np.arange(60_000, dtype=np.float32)
+    w = Windower(3000, 1000)
+    idle_bytes = w.nbytes
+    starts = [s for i in range(0, len(x), 500) for s in w.push(x[i : i + 500])]
+    # nothing released: every window's audio is still there, once, however far behind
+    assert w.backlog == len(x) - 3000
+    for start in starts:
+        np.testing.assert_array_equal(_window(w, start, 3000), x[start : start + 3000])
+    for start in starts:
+        w.release(start)
+    assert w.backlog == 0 and w.nbytes == idle_bytes
+    with pytest.raises(ValueError, match="not held"):
+        _window(w, starts[0], 3000)
 
 
 def test_decoder_pcm_mulaw_alaw_and_rates(clean_speech):
@@ -168,7 +193,8 @@ def test_many_streams_are_batched_into_few_model_calls(scorer, clean_speech):
     x = clean_speech[: 16000 * 6]
     streams = {f"s{i}": _chunks(x, 4000) for i in range(20)}
     calls_before = scorer.run_calls
-    events, _ = asyncio.run(_run(scorer, streams))
+    # pushed faster than real time, these windows are catch-up work: allow it full batches
+    events, _ = asyncio.run(_run(scorer, streams, catchup_batch=32))
     per_stream = {sid: [e for e in events if e["type"] == "score" and e["stream_id"] == sid] for sid in streams}
     assert all(len(v) == 4 for v in per_stream.values())
     # all 20 streams give identical audio, so identical scores

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from jsqa.streaming.dashboard import acr_category
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 TOKEN = "tmux-test-token"
 # The SGR foreground code tmux reports for each ACR category's colour.

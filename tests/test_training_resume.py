@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from jsqa.training.loop import read_metrics
+
+pytestmark = pytest.mark.slow  # real training processes, SIGKILL and torchrun
 
 PRETRAIN = [sys.executable, "-m", "jsqa.training.cli", "pretrain", "--config", "tiny"]
 

@@ -112,3 +112,44 @@ def test_twilio_both_tracks_become_two_streams(tiny_onnx_model, clean_speech):
     inbound = [e["mos"] for e in collected[SID] if e["type"] == "score"]
     outbound = [e["mos"] for e in collected[f"{SID}:outbound"] if e["type"] == "score"]
     assert len(inbound) == 3 and inbound == outbound  # both tracks carried the same audio
+
+
+def _start(**media_format) -> dict:
+    return {"event": "start", "streamSid": "MZ1",
+            "start": {"streamSid": "MZ1", "tracks": ["inbound"], "mediaFormat": media_format}}
+
+
+GOOD_START = _start(encoding="audio/x-mulaw", sampleRate=8000, channels=1)
+
+# each call: its messages, the close code and a part of the reason the server must give
+CONFUSED = {
+    "mediaFormat a string": ([{**_start(), "start": {"mediaFormat": "audio/x-mulaw"}}], 1007, "mediaFormat"),
+    "encoding a list": ([_start(encoding=["audio/x-mulaw"])], 1003, "unsupported media encoding"),
+    "sampleRate overflows": (['{"event":"start","streamSid":"MZ1","start":{"mediaFormat":{"sampleRate":1e999}}}'],
+                             1007, "sampleRate"),
+    "sampleRate a bool": ([_start(sampleRate=True)], 1007, "sampleRate"),
+    "track a list": ([GOOD_START, {"event": "media", "streamSid": "MZ1",
+                                   "media": {"track": ["inbound"], "payload": "AAAA"}}], 1007, "track"),
+    "deep nesting": (["[" * 100_000], 1007, "invalid JSON"),
+    "screen-clearing streamSid": ([{**GOOD_START, "streamSid": "MZ\u001b[2J\u001b[H"}], 1007, "streamSid"),
+    "title-setting streamSid": ([{**GOOD_START, "streamSid": "\u001b]0;title\u0007"}], 1007, "streamSid"),
+}
+
+
+def test_type_confused_messages_close_with_a_reason_and_no_traceback(tiny_onnx_model, caplog):
+    async def scenario():
+        async with running_server(tiny_onnx_model) as server:
+            closes = {}
+            for case, (messages, _, _) in CONFUSED.items():
+                async with connect(f"{server.ws}/v1/twilio") as ws:
+                    for message in messages:
+                        await ws.send(message if isinstance(message, str) else json.dumps(message))
+                    await ws.wait_closed()
+                    closes[case] = (ws.close_code, ws.close_reason)
+            return closes, server.engine.streams_total
+
+    closes, opened = run(scenario())
+    for case, (_, code, reason) in CONFUSED.items():
+        assert closes[case][0] == code and reason in closes[case][1], case
+    assert opened == 1  # only the call with a good start opened a stream; no hostile id ever did
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]

@@ -21,6 +21,20 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="small", help="training preset: tiny, small or paper (default small)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss.png)")
@@ -65,18 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-seconds", type=float, help="training crop length (default 3 s)")
     p.add_argument("--validate-on", default=None, help="rated set or CSV to validate on (e.g. codec_mushra)")
     p.add_argument("--validate-every", type=int)
+    p.add_argument("--refresh-every", type=int,
+                   help="reload the CSVs every N batches (train while the corpus is still being labelled)")
+    p.add_argument("--no-balance", dest="balance", action="store_false", default=None,
+                   help="draw clips uniformly instead of evenly over the label range")
 
-    p = sub.add_parser("label", help="build a proxy-labelled corpus (PESQ-WB against clean references)")
+    p = sub.add_parser("label", help="build a teacher-labelled corpus (resumable: rerun to continue)")
     p.add_argument("--out", required=True, help="corpus folder (clips/, labels.csv, corpus.json)")
     p.add_argument("--split", choices=("train", "test"), default="train",
-                   help="train: training talkers/noises; test: the held-out talker and noises")
-    p.add_argument("--clips", type=int, default=2000)
-    p.add_argument("--seconds", type=float, default=3.0)
+                   help="train: training talkers/noises; test: the held-out talkers and noises")
+    p.add_argument("--clips", type=_positive_int, default=20000)
+    p.add_argument("--seconds", type=_positive_float, default=4.0, help="clip length (default 4 s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teachers", default="pesq_wb,distillmos",
+                   help="comma-separated teachers whose mean is the label (default pesq_wb,distillmos)")
+    p.add_argument("--workers", type=int, default=2, help="labelling processes (default 2)")
+    p.add_argument("--render", metavar="CSV",
+                   help="re-render the clips of a labels CSV (.csv or .csv.gz) into --out, no teachers")
     p.add_argument("--speech")
     p.add_argument("--noise")
     p.add_argument("--check-dev", action="store_true",
-                   help="only measure the label against human ratings of codec_mushra and exit")
+                   help="only measure PESQ-WB against the human ratings of p835_refcond and exit")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint or ONNX model on a labelled set")
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.onnx)")
@@ -110,7 +133,8 @@ def _config(args):
     cfg = get_preset(args.config)
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
-        "groups", "per_group", "temperature", "center", "batch_size", "validate_every")}
+        "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
+        "balance")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):
@@ -149,13 +173,17 @@ def _run(args) -> int:
                         args.resume, args.validate_on)
         console.print(f"fine-tuned checkpoint: {path}")
     elif args.command == "label":
-        from .labels import CorpusSpec, build_corpus, check_dev
+        from .labels import CorpusSpec, build_corpus, check_dev, rerender
 
         if args.check_dev:
             console.print(check_dev())
             return 0
-        path = build_corpus(args.out, CorpusSpec(split=args.split, n_clips=args.clips, seconds=args.seconds,
-                                                 seed=args.seed), args.speech, args.noise)
+        spec = CorpusSpec(split=args.split, n_clips=args.clips, seconds=args.seconds, seed=args.seed)
+        if args.render:
+            path = rerender(args.render, args.out, spec, args.speech, args.noise)
+        else:
+            path = build_corpus(args.out, spec, args.speech, args.noise,
+                                [t.strip() for t in args.teachers.split(",") if t.strip()], args.workers)
         console.print(f"labels: {path}")
     elif args.command == "evaluate":
         from pathlib import Path

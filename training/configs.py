@@ -9,11 +9,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-# The shipped model: the "small" preset (6 transformer layers, 256 wide) with a 128-channel
-# conv front-end instead of 256. Measured on this 2-core CPU (batch 16 x 2 s, forward +
-# backward, unloaded): 3.8 s/step for "small", 1.4 s/step with 128 channels; 5.7 M
-# parameters, still inside the small preset's 5-8 M. The front-end is most of the cost.
-SMALL_CPU_MODEL = {"preset": "small", "conv_dim": [128] * 7}
 
 
 @dataclass(frozen=True)
@@ -35,6 +30,8 @@ class TrainConfig:
     batch_size: int = 16
     finetune_lr: float = 2e-4
     head_lr_scale: float = 5.0
+    balance: bool = True
+    refresh_every: int = 0
     # both
     warmup_steps: int = 50
     weight_decay: float = 0.01
@@ -58,13 +55,12 @@ PRESETS: dict[str, TrainConfig] = {
         impairments="noise", finetune_steps=6, finetune_crop_seconds=0.5, batch_size=4,
         warmup_steps=1, checkpoint_every=2, log_every=1, validate_every=0, threads=1,
     ),
-    # One torch thread: on this shared 2-core machine (load ~7) a 2-thread step took 20 s
-    # against 2.2 s with one thread (OpenMP threads waiting on each other when descheduled).
-    # The shipped model's recipe (what the 2-core machine allowed; see the model card):
-    # stage 1 on 1 s crops at lr 1e-4 (5e-4 collapsed), stage 2 on batches of 8 x 3 s.
+    # The shipped model's recipe on a 2-core CPU (see the model card): the log-mel "small"
+    # encoder, batches of 16 x 3 s crops of the teacher-labelled corpus.
     "small": TrainConfig(
-        model=SMALL_CPU_MODEL, threads=1, pretrain_steps=300, crop_seconds=1.0, pretrain_lr=1e-4,
-        finetune_steps=300, batch_size=8, warmup_steps=30,
+        model="small", threads=2, pretrain_steps=2000, crop_seconds=2.0, pretrain_lr=3e-4,
+        finetune_steps=3000, batch_size=16, finetune_lr=5e-4, warmup_steps=150, checkpoint_every=100,
+        log_every=10, validate_every=500,
     ),
     "paper": TrainConfig(
         model="paper", pretrain_steps=50000, crop_seconds=3.0, groups=16, per_group=4,

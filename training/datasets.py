@@ -26,19 +26,45 @@ from jsqa.audio import load_audio
 from jsqa.data import find_data_root, list_audio
 
 HELD_OUT_SPEECH = ("asterisk_ru",)
+# Clean speech used only to check that clean speech scores high, never trained on.
+CLEAN_CHECK_SPEECH = ("cmu_arctic", "librispeech_examples", "pocketsphinx", "codec2")
+SPEECHOCEAN = "speechocean762"
 HELD_OUT_NOISE = (
     "scratch_crowd", "scratch_street", "opensfx_wind", "minetest_water", "minetest_fire",
     "stormbaan_car", "sonicpi_machinery",
 )
 GENERATED_NOISES = ("white", "pink", "brown", "speech_shaped", "babble")
-RATED_SETS = ("codec_mushra", "warpq")
+RATED_SETS = ("p835_refcond", "codec_mushra", "warpq")
 
 
 def speech_files(folder: str | os.PathLike | None = None, split: str = "train") -> list[Path]:
-    """Clean speech for ``split`` "train" (everything but the held-out talker) or "test"."""
+    """Clean speech for ``split`` "train" or "test" (held-out talkers), all talkers' files."""
+    return [f for files in talkers(folder, split).values() for f in files]
+
+
+def talkers(folder: str | os.PathLike | None = None, split: str = "train") -> dict[str, list[Path]]:
+    """Talker -> files for ``split``. A talker is a file's folder (an IVR voice, a VCTK or
+    speechocean762 speaker). "test" holds ``HELD_OUT_SPEECH`` and the speechocean762 talkers
+    of that corpus's own test split; the ``CLEAN_CHECK_SPEECH`` folders are in neither."""
     folder = Path(folder) if folder else find_data_root() / "speech"
-    files = list_audio(folder)
-    return _split(files, HELD_OUT_SPEECH, split)
+    files = [f for f in list_audio(folder) if not any(p in f.parts for p in CLEAN_CHECK_SPEECH)]
+    held = set(_speechocean_test_talkers(folder))
+    out: dict[str, list[Path]] = {}
+    for f in files:
+        is_test = any(p in f.parts for p in HELD_OUT_SPEECH) or f.parent.name in held
+        if is_test == (split == "test"):
+            out.setdefault(f.parent.name, []).append(f)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return out
+
+
+def _speechocean_test_talkers(folder: Path) -> list[str]:
+    table = folder / SPEECHOCEAN / "speakers.csv"
+    if not table.is_file():
+        return []
+    with open(table, newline="") as fh:
+        return sorted({f"SPEAKER{r['speaker']}" for r in csv.DictReader(fh) if r["split_in_source"] == "test"})
 
 
 def noise_files(folder: str | os.PathLike | None = None, split: str = "train") -> list[Path]:
@@ -113,6 +139,8 @@ def _read_shared(name: str) -> list[Rated]:
         rows = list(csv.DictReader(fh))
     if name == "codec_mushra":
         return [Rated(folder / r["file"], mushra_to_mos(r["mushra_mean"]), r["condition"]) for r in rows]
+    if name == "p835_refcond":
+        return [Rated(folder / r["file"], float(r["mos_ovrl"]), r["condition"]) for r in rows]
     return [Rated(folder / r["file"], float(r["mos"]), r["codec"]) for r in rows]
 
 
@@ -124,30 +152,70 @@ def reference_of(name: str) -> dict[Path, Path]:
 
 
 class ClipBank:
-    """Labelled clips held in memory; draws fixed-length training batches.
+    """Labelled clips held in memory (16-bit); draws fixed-length training batches.
 
     Clips longer than ``crop_seconds`` are cropped at random; shorter ones are padded with
-    silence at the end.
+    silence at the end. With ``balance`` clips are drawn with weights inverse to how common
+    their label is (bins of ``BALANCE_BIN`` MOS), so every part of the scale is learnt
+    alike. ``refresh`` adds clips that appeared in the CSVs since (a corpus still being
+    labelled).
     """
 
-    def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = 16000):
-        if not items:
-            raise ValueError("no labelled clips")
-        self.items = items
-        self.audio = [load_audio(it.path) for it in items]
-        self.mos = np.asarray([it.mos for it in items], dtype=np.float32)
+    BALANCE_BIN = 0.25
+
+    def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = 16000,
+                 balance: bool = False, sources: list[str] | None = None, limit: int | None = None,
+                 seed: int = 0):
         self.n = int(round(crop_seconds * sample_rate))
+        self.balance = balance
+        self.sources, self.limit, self.seed = sources or [], limit, seed
+        self.items: list[Rated] = []
+        self.audio: list[np.ndarray] = []
+        self._add(items)
+        if not self.items:
+            raise ValueError("no labelled clips")
+
+    def _add(self, items: list[Rated]) -> None:
+        for it in items:
+            if not np.isfinite(it.mos):
+                continue
+            self.items.append(it)
+            self.audio.append(np.round(load_audio(it.path) * 32767).astype(np.int16))
+        self.mos = np.asarray([it.mos for it in self.items], dtype=np.float32)
+        bins = np.floor(self.mos / self.BALANCE_BIN).astype(int)
+        counts = np.bincount(bins - bins.min())[bins - bins.min()]
+        w = 1.0 / counts if self.balance else np.ones(len(self.items))
+        self.p = w / w.sum()
+
+    def refresh(self) -> int:
+        """Load clips added to the source CSVs since; returns how many."""
+        known = {it.path for it in self.items}
+        new = [it for it in select(load_items(self.sources), self.limit, self.seed) if it.path not in known]
+        self._add(new)
+        return len(new)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.choice(len(self.items), size=min(size, len(self.items)), replace=False)
+        idx = rng.choice(len(self.items), size=min(size, len(self.items)), replace=False, p=self.p)
         out = np.zeros((idx.size, self.n), dtype=np.float32)
         for row, i in enumerate(idx):
             x = self.audio[i]
             if x.size > self.n:
                 start = int(rng.integers(0, x.size - self.n + 1))
                 x = x[start : start + self.n]
-            out[row, : x.size] = x
+            out[row, : x.size] = x / 32767.0
         return out, self.mos[idx]
+
+
+def load_items(sources: list[str]) -> list[Rated]:
+    return [it for spec in sources for it in read_rated(spec)]
+
+
+def select(items: list[Rated], limit: int | None, seed: int) -> list[Rated]:
+    """A seeded random subset of ``limit`` items (all when None), in their original order."""
+    if not limit:
+        return items
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in sorted(order[:limit])]

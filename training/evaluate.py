@@ -18,6 +18,7 @@ import torch
 
 from jsqa import metrics
 from jsqa.audio import load_audio
+from jsqa.levels import has_speech
 from jsqa.model import JSQAModel, load_checkpoint
 
 from .datasets import Rated
@@ -44,16 +45,18 @@ def predict_torch(model: JSQAModel, signals: list[np.ndarray], window_s: float =
     for i, x in enumerate(signals):
         for s in window_starts(x.size, window, hop):
             groups[min(window, x.size)].append((i, s))
-    sums, counts = np.zeros(len(signals)), np.zeros(len(signals))
+    # Scored as jsqa-score scores: the mean over windows with speech (over all when none has).
+    sums, counts = np.zeros((2, len(signals))), np.zeros((2, len(signals)))
     for length, keys in groups.items():
         for b in range(0, len(keys), batch):
             chunk = keys[b : b + batch]
-            audio = torch.from_numpy(np.stack([signals[i][s : s + length] for i, s in chunk]))
-            for (i, _), m in zip(chunk, model(audio).tolist()):
-                sums[i] += m
-                counts[i] += 1
+            audio = np.stack([signals[i][s : s + length] for i, s in chunk])
+            for (i, _), x, m in zip(chunk, audio, model(torch.from_numpy(audio)).tolist()):
+                speech = int(has_speech(x))
+                sums[:, i] += (m, m * speech)
+                counts[:, i] += (1, speech)
     model.train(was_training)
-    return sums / counts
+    return np.where(counts[1] > 0, sums[1] / np.maximum(counts[1], 1), sums[0] / counts[0])
 
 
 def predict_path(model_path: str | Path, signals: list[np.ndarray]) -> np.ndarray:
@@ -62,7 +65,10 @@ def predict_path(model_path: str | Path, signals: list[np.ndarray]) -> np.ndarra
     if model_path.suffix == ".onnx":
         from jsqa.scorer import Scorer
 
-        return np.asarray([r.mos for r in Scorer(model_path).score_many(signals)])
+        # A clip the VAD finds no speech in (speech under noise near 0 dB SNR) still gets the
+        # model's number here: labelled sets are all speech.
+        return np.asarray([r.mos if r.mos is not None else r.model_mean
+                           for r in Scorer(model_path).score_many(signals)])
     model, ckpt = load_checkpoint(model_path)
     return predict_torch(model, signals, ckpt.get("window_seconds", 3.0), ckpt.get("hop_seconds", 1.0))
 

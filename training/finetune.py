@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from jsqa.model import JSQAModel, count_parameters, load_checkpoint
 
 from .configs import TrainConfig
-from .datasets import ClipBank, read_rated
+from .datasets import ClipBank, load_items, read_rated, select
 from .evaluate import evaluate_model
 from .loop import LoopSpec, dist_info, seed_everything, train
 from .pretrain import model_spec
@@ -44,11 +43,9 @@ def finetune(
         # The init's own summary nests here, so a model carries its whole training history.
         init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)
-    items = [it for spec in data for it in read_rated(spec)]
-    if limit:
-        order = np.random.default_rng(seed).permutation(len(items))
-        items = [items[i] for i in sorted(order[:limit])]
-    bank = ClipBank(items, config.finetune_crop_seconds)
+    items = select(load_items(data), limit, seed)
+    bank = ClipBank(items, config.finetune_crop_seconds, balance=config.balance, sources=list(data),
+                    limit=limit, seed=seed)
     validate = None
     if validate_on:
         dev = read_rated(validate_on)
@@ -66,6 +63,7 @@ def finetune(
             "data": [str(d) for d in data], "validated_on": validate_on,
         },
     )
-    train(model, MOSTask(model), ClipSource(bank, config.batch_size, seed + 1000 * rank), spec,
+    source = ClipSource(bank, config.batch_size, seed + 1000 * rank, config.refresh_every)
+    train(model, MOSTask(model), source, spec,
           resume=resume, validate=validate)
     return Path(out_dir) / "final.ckpt"

@@ -1,199 +1,203 @@
-"""Proxy-labelled corpus: clean speech x impairment chains at graded severities, scored
-against the clean reference with PESQ-WB (ITU-T P.862.2, the ``pesq`` package).
+"""The teacher-labelled corpus: clean speech from many (pseudo-)talkers through impairment
+chains drawn from :mod:`jsqa.degrade`, scored by a teacher ensemble.
 
-Why PESQ-WB alone: measured against human MOS on real VoIP recordings (per-file Pearson)
-PESQ-WB 0.90, PESQ-NB 0.86, ViSQOL v3 0.82, ESTOI 0.22; nothing else earned a place.
-``check_dev`` measures it again on the rated dev set (``codec_mushra``, which ships its
-references) before we rely on it.
+A corpus is its recipe: clip ``i`` of a corpus is rendered from the generator seeded
+``(seed, i, split)`` alone, so any clip can be rebuilt bit-identically without rerunning the
+teachers (``jsqa-train label --render``). ``labels.csv`` holds, per clip, its index, path,
+label (``mos``: the plain mean of the teachers' MOS-scale scores), condition, talker, the
+recipe as JSON and one column per teacher in that teacher's own units, so other mixes can
+be tried without relabelling.
 
-Mapping to 1-5: P.862.2's MOS-LQO spans 1.04 (worst) to 4.64 (identical to the
-reference); it is stretched linearly onto the 1-5 MOS scale,
-``mos = 1 + 4 * (lqo - 1.04) / 3.60``, so an unimpaired clip is 5 and the worst PESQ is 1,
-matching the dev set's MUSHRA 0-100 -> 1-5 (hidden references score ~4.8 there).
+The ``train`` split draws 0-3 families per clip (clean too: the teachers say what clean
+speech scores); the ``test`` split (held-out talkers and noises) gives each clip exactly one
+family, in turn, plus clean clips, so accuracy can be read per family.
 
-Each clip: a 3 s crop of one talker; with probability ``clean_fraction`` nothing, else 1-2
-impairment families (noise most often), each at a uniformly drawn severity, applied in a
-fixed physical order: acoustics (reverb, echo, competing talker) -> background noise ->
-clipping -> channel (telephone band / G.711 / codec) -> packet loss.
-
-The corpus is a folder of FLAC files plus ``labels.csv`` (``path,mos,condition,pesq_wb,
-params``; it reads as a plain path,mos CSV for ``finetune``) and ``corpus.json`` with the
-parameters that made it. Building again with the same parameters reuses the cache and
-resumes a partial build.
+Labelling is resumable (rows are appended as clips finish; a rerun skips done indices) and
+runs ``workers`` processes. Clips are 4 s: training crops 3 s windows from them, and
+DistillMOS costs the same for 3 s as for 7.68 s.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
-import math
+import multiprocessing as mp
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.progress import Progress
 
-from jsqa import impairments as imp
 from jsqa.audio import SAMPLE_RATE, load_audio, write_audio
-from jsqa.jnd import NoiseBank, SpeechPool
+from jsqa.degrade import FAMILIES, TalkerPool, build_chain, draw_recipe
+from jsqa.jnd import NoiseBank
 
-from .datasets import GENERATED_NOISES, noise_files, reference_of, read_rated, speech_files
+from . import teachers as teach
+from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, reference_of, read_rated, talkers
 
-LQO_MIN, LQO_MAX = 1.04, 4.64
-LABEL_VERSION = 1
-
-FAMILY_WEIGHTS = {
-    "noise": 3.0, "talker": 1.0, "reverb": 1.0, "echo": 1.0, "clipping": 1.0,
-    "narrowband": 1.0, "codec": 1.5, "packet_loss": 1.5,
-}
-ORDER = ("reverb", "echo", "talker", "noise", "clipping", "narrowband", "codec", "packet_loss")
-CODECS = (("opus", 6), ("opus", 8), ("opus", 12), ("opus", 16), ("opus", 24), ("opus", 32),
-          ("amr-nb", 4.75), ("amr-nb", 7.95), ("amr-nb", 12.2), ("gsm", 13), ("mp3", 16), ("mp3", 32))
-
-
-def pesq_to_mos(lqo: float) -> float:
-    return float(np.clip(1.0 + 4.0 * (lqo - LQO_MIN) / (LQO_MAX - LQO_MIN), 1.0, 5.0))
-
-
-def pesq_wb(ref: np.ndarray, deg: np.ndarray) -> float:
-    from pesq import pesq
-
-    return float(pesq(SAMPLE_RATE, ref.astype(np.float64), deg.astype(np.float64), "wb"))
+LABEL_VERSION = 2
+COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
+TEST_KINDS = ("clean", *FAMILIES)
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
     split: str = "train"
-    n_clips: int = 2000
-    seconds: float = 3.0
+    n_clips: int = 20000
+    seconds: float = 4.0
     seed: int = 0
-    clean_fraction: float = 0.08
-    max_families: int = 2
+    clean_fraction: float = 0.12
     version: int = LABEL_VERSION
 
 
-def draw_chain(rng: np.random.Generator, spec: CorpusSpec) -> list[dict]:
-    """Impairment families and severities for one clip (empty: clean)."""
-    if rng.random() < spec.clean_fraction:
-        return []
-    names = list(FAMILY_WEIGHTS)
-    w = np.asarray([FAMILY_WEIGHTS[n] for n in names])
-    k = int(rng.integers(1, spec.max_families + 1))
-    chosen = set(rng.choice(len(names), size=k, replace=False, p=w / w.sum()).tolist())
-    steps = []
-    for name in ORDER:
-        if names.index(name) not in chosen:
-            continue
-        if name == "noise":
-            steps.append({"kind": name, "snr_db": round(float(rng.uniform(0, 45)), 2)})
-        elif name == "talker":
-            steps.append({"kind": name, "sir_db": round(float(rng.uniform(5, 35)), 2)})
-        elif name == "reverb":
-            steps.append({"kind": name, "rt60": round(float(rng.uniform(0.1, 0.9)), 3)})
-        elif name == "echo":
-            steps.append({"kind": name, "delay_ms": round(float(rng.uniform(20, 250)), 1),
-                          "attenuation_db": round(float(rng.uniform(6, 35)), 2)})
-        elif name == "clipping":
-            steps.append({"kind": name, "threshold_db": round(float(rng.uniform(-15, -0.5)), 2)})
-        elif name == "narrowband":
-            steps.append({"kind": name, "mode": ["bandpass", "mulaw", "alaw"][int(rng.integers(3))]})
-        elif name == "codec":
-            c = CODECS[int(rng.integers(len(CODECS)))]
-            steps.append({"kind": name, "codec": c[0], "bitrate": c[1]})
-        elif name == "packet_loss":
-            steps.append({"kind": name, "rate": round(float(2 ** rng.uniform(math.log2(0.005), math.log2(0.2))), 4),
-                          "burst": float(rng.choice([1.0, 2.0, 3.0])),
-                          "concealment": ["zero", "repeat"][int(rng.integers(2))]})
-    return steps
+class _Sources:
+    """Noise and competing talkers for one split (what ``build_chain`` draws from)."""
+
+    def __init__(self, split: str, speech: str | None, noise: str | None):
+        self.pool = TalkerPool(*_balanced(talkers(speech, split)))
+        babble = [f for files in self.pool.talkers.values() for f in files[:3]]
+        # The test split uses only held-out recordings: generated noises are seen in training.
+        self.bank = NoiseBank(noise_files(noise, split), GENERATED_NOISES if split == "train" else (),
+                              babble_talkers=babble)
+
+    def noise(self, n, rng):
+        return self.bank.segment(n, rng)
+
+    def talker(self, n, rng):
+        return self.pool.crop(n, rng)
 
 
-def apply_chain(x: np.ndarray, chain: list[dict], rng: np.random.Generator, speech: SpeechPool,
-                noise: NoiseBank) -> np.ndarray:
-    """Render a drawn chain on ``x`` (records the noise recording used in its step)."""
-    steps = []
-    for s in chain:
-        k = s["kind"]
-        if k == "noise":
-            name, seg = noise.segment(x.size, rng)
-            s["noise"] = name
-            steps.append(imp.AddNoise(snr_db=s["snr_db"], noise=seg))
-        elif k == "talker":
-            steps.append(imp.CompetingTalker(sir_db=s["sir_db"], talker=speech.crop(x.size, rng)))
-        elif k == "reverb":
-            steps.append(imp.Reverb(rt60=s["rt60"]))
-        elif k == "echo":
-            steps.append(imp.Echo(delay_ms=s["delay_ms"], attenuation_db=s["attenuation_db"]))
-        elif k == "clipping":
-            steps.append(imp.Clipping(threshold=float(10 ** (s["threshold_db"] / 20) * max(np.abs(x).max(), 1e-4))))
-        elif k == "narrowband":
-            steps.append(imp.Narrowband() if s["mode"] == "bandpass" else imp.G711(law=s["mode"]))
-        elif k == "codec":
-            steps.append(imp.Codec(codec=s["codec"], bitrate=s["bitrate"]))
-        elif k == "packet_loss":
-            steps.append(imp.PacketLoss(rate=s["rate"], burst=s["burst"], concealment=s["concealment"]))
-    y = imp.Chain(tuple(steps))(x, rng) if steps else x.copy()
-    y = np.asarray(y, dtype=np.float32)[: x.size]
-    return np.pad(y, (0, x.size - y.size))
+def _balanced(by_talker: dict) -> tuple[dict, dict]:
+    """Half the draws from the many read-speech talkers of speechocean762 (mostly children,
+    L2 English, home microphones), half from the studio and IVR voices: evenly by talker
+    within each half, so neither population defines what clean sounds like."""
+    many = [t for t, files in by_talker.items() if any(SPEECHOCEAN in f.parts for f in files)]
+    few = [t for t in by_talker if t not in many]
+    weights = {t: 0.5 / len(many) for t in many} | {t: 0.5 / len(few) for t in few} if many and few else None
+    return by_talker, weights
 
 
-def condition_name(chain: list[dict]) -> str:
-    return "+".join(s["kind"] for s in chain) or "clean"
+def render(spec: CorpusSpec, index: int, sources: _Sources) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Clip ``index``: ``(clean, degraded, info)``, both quantised to 16 bit as stored."""
+    rng = np.random.default_rng([spec.seed, index, 0 if spec.split == "train" else 1])
+    n = int(round(spec.seconds * SAMPLE_RATE))
+    talker, clean = sources.pool.clip(n, rng)
+    if spec.split == "test":
+        kind = TEST_KINDS[index % len(TEST_KINDS)]
+        recipe = [] if kind == "clean" else draw_recipe(rng, only=kind)
+    else:
+        recipe = draw_recipe(rng, clean_fraction=spec.clean_fraction)
+    deg = build_chain(recipe, n, rng, sources)(clean, rng) if recipe else clean
+    info = {"talker": talker, "recipe": recipe,
+            "condition": "+".join(s["kind"] for s in recipe) or "clean"}
+    return _quantise(clean), _quantise(deg), info
 
 
-def build_corpus(out_dir: str | Path, spec: CorpusSpec, speech: str | None = None,
-                 noise: str | None = None, progress: bool = True) -> Path:
-    """Build (or resume, or reuse) a proxy-labelled corpus; returns its ``labels.csv``."""
+def _quantise(x: np.ndarray) -> np.ndarray:
+    return (np.round(np.clip(x, -1.0, 1.0) * 32767.0) / 32767.0).astype(np.float32)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(spec, speech, noise, teacher_names, out):
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(spec=spec, sources=_Sources(spec.split, speech, noise), out=Path(out),
+                   teachers=teach.make_teachers(teacher_names))
+
+
+def _label_one(index: int) -> dict:
+    w = _WORKER
+    clean, deg, info = render(w["spec"], index, w["sources"])
+    rel = Path("clips") / f"{index:06d}.flac"
+    write_audio(w["out"] / rel, deg)
+    values = {t.name: t(clean, deg) for t in w["teachers"]}
+    return {"index": index, "path": rel.as_posix(), "mos": teach.label(values, w["teachers"]),
+            "condition": info["condition"], "talker": info["talker"],
+            "recipe": json.dumps(info["recipe"], separators=(",", ":")), **values}
+
+
+def done_indices(labels_path: Path) -> set[int]:
+    if not labels_path.exists():
+        return set()
+    with open(labels_path, newline="") as fh:
+        return {int(r["index"]) for r in csv.DictReader(fh)}
+
+
+def build_corpus(out_dir: str | Path, spec: CorpusSpec, speech: str | None = None, noise: str | None = None,
+                 teachers=teach.DEFAULT_TEACHERS, workers: int = 2, progress: bool = True) -> Path:
+    """Label (or resume labelling) a corpus; returns its ``labels.csv``.
+
+    ``teachers``: names from :data:`teachers.TEACHERS` or teacher objects (with ``name``,
+    ``__call__(clean, degraded)`` and ``to_mos``); objects need ``workers=0`` (in process).
+    """
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    meta_path, labels_path = out / "corpus.json", out / "labels.csv"
+    names = [t if isinstance(t, str) else t.name for t in teachers]
     meta = {**asdict(spec), "speech": str(speech or "shared/speech"), "noise": str(noise or "shared/noise"),
-            "label": "PESQ-WB (P.862.2) MOS-LQO mapped linearly 1.04..4.64 -> 1..5"}
+            "teachers": names, "label": "mean of the teachers' MOS-scale scores"}
+    meta_path, labels_path = out / "corpus.json", out / "labels.csv"
     if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
         raise ValueError(f"{out} holds a corpus built with other parameters; use another --out")
     meta_path.write_text(json.dumps(meta, indent=1))
-    done = 0
-    if labels_path.exists():
-        done = sum(1 for _ in open(labels_path)) - 1
-    if done >= spec.n_clips:
-        return labels_path
-    talkers = speech_files(speech, spec.split)
-    speech_pool = SpeechPool(talkers)
-    # The test split uses only the held-out recordings: generated noises are seen in training.
-    noise_bank = NoiseBank(noise_files(noise, spec.split), GENERATED_NOISES if spec.split == "train" else (),
-                           babble_talkers=talkers)
-    n = int(spec.seconds * SAMPLE_RATE)
-    new = not labels_path.exists() or done < 0
+    todo = [i for i in range(spec.n_clips) if i not in done_indices(labels_path)]
+    fields = [*COLUMNS, *names]
+    new = not labels_path.exists()
     with open(labels_path, "a", newline="") as fh, Progress(disable=not progress) as bar:
-        writer = csv.writer(fh)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         if new:
-            writer.writerow(["path", "mos", "condition", "pesq_wb", "params"])
-            done = 0
-        task = bar.add_task(f"labelling {spec.split}", total=spec.n_clips, completed=done)
-        for i in range(done, spec.n_clips):
-            # One generator per clip: any clip can be rebuilt alone, builds resume exactly.
-            rng = np.random.default_rng([spec.seed, i, 0 if spec.split == "train" else 1])
-            clean = speech_pool.crop(n, rng)
-            chain = draw_chain(rng, spec)
-            deg = apply_chain(clean, chain, rng, speech_pool, noise_bank)
-            peak = float(np.abs(deg).max())
-            if peak > 1.0:
-                deg = deg / peak
-            try:
-                lqo = pesq_wb(clean, deg)
-            except Exception as e:  # pesq refuses signals it finds no speech in
-                lqo, chain = float("nan"), chain + [{"error": str(e)[:80]}]
-            rel = Path("clips") / f"{i:06d}.flac"
-            write_audio(out / rel, deg)
-            mos = pesq_to_mos(lqo) if math.isfinite(lqo) else 1.0
-            writer.writerow([rel.as_posix(), f"{mos:.4f}", condition_name(chain), f"{lqo:.4f}",
-                             json.dumps(chain)])
-            fh.flush()
-            bar.update(task, completed=i + 1)
+            writer.writeheader()
+        task = bar.add_task(f"labelling {spec.split}", total=spec.n_clips, completed=spec.n_clips - len(todo))
+        if workers:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, _init_worker, (spec, speech, noise, names, out)) as pool:
+                rows = pool.imap_unordered(_label_one, todo, chunksize=4)
+                _write_rows(rows, writer, fh, bar, task)
+        else:
+            _init_worker(spec, speech, noise, teachers, out)
+            _write_rows(map(_label_one, todo), writer, fh, bar, task)
     return labels_path
 
 
-def check_dev(name: str = "codec_mushra") -> dict:
-    """How well the PESQ-WB label tracks the human ratings of a rated set with references."""
+def _write_rows(rows, writer, fh, bar, task) -> None:
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+        fh.flush()
+        bar.advance(task)
+
+
+def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, speech: str | None = None,
+             noise: str | None = None, progress: bool = True) -> Path:
+    """Render the clips a (possibly gzipped) labels CSV describes into ``out_dir`` and write
+    its ``labels.csv`` there, without running any teacher."""
+    out = Path(out_dir)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if str(labels_csv).endswith(".gz") else open
+    with opener(labels_csv, "rt", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    sources = _Sources(spec.split, speech, noise)
+    with Progress(disable=not progress) as bar:
+        for row in bar.track(rows, description="rendering"):
+            path = out / row["path"]
+            if path.exists():
+                continue
+            _, deg, info = render(spec, int(row["index"]), sources)
+            if json.dumps(info["recipe"], separators=(",", ":")) != row["recipe"]:
+                raise ValueError(f"clip {row['index']} renders another recipe: the corpus was made "
+                                 "with other data or code")
+            write_audio(path, deg)
+    with open(out / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out / "labels.csv"
+
+
+def check_dev(name: str = "p835_refcond") -> dict:
+    """How well PESQ-WB tracks the human ratings of a rated set that ships references."""
     from jsqa import metrics
 
     items = read_rated(name)
@@ -202,12 +206,10 @@ def check_dev(name: str = "codec_mushra") -> dict:
     for it in items:
         ref, deg = load_audio(refs[it.path]), load_audio(it.path)
         m = min(ref.size, deg.size)
-        lqo.append(pesq_wb(ref[:m], deg[:m]))
+        lqo.append(teach.PesqWB()(ref[:m], deg[:m]))
         true.append(it.mos)
-    mapped = np.asarray([pesq_to_mos(v) for v in lqo])
+    mapped = np.asarray([teach.pesq_to_mos(v) for v in lqo])
     true = np.asarray(true)
-    return {
-        "set": name, "n": len(items),
-        "pearson": metrics.pearson(mapped, true), "spearman": metrics.spearman(mapped, true),
-        "rmse_mapped_label": metrics.rmse(mapped, true), "rmse_raw_lqo": metrics.rmse(np.asarray(lqo), true),
-    }
+    return {"set": name, "n": len(items), "pearson": metrics.pearson(mapped, true),
+            "spearman": metrics.spearman(mapped, true), "rmse_mapped_label": metrics.rmse(mapped, true)}
+

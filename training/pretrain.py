@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from jsqa.jnd import JNDSampler, NoiseBank, SpeechPool
+from jsqa.degrade import TalkerPool
+from jsqa.jnd import JNDSampler, NoiseBank
 from jsqa.model import JSQAModel, count_parameters
 
 from .configs import TrainConfig
@@ -51,7 +52,7 @@ def pretrain(
     speech_list = speech_files(speech, "train")
     noise_list = noise_files(noise, "train")
     sampler = JNDSampler(
-        SpeechPool(speech_list), NoiseBank(noise_list, generated, babble_talkers=speech_list),
+        TalkerPool.from_files(speech_list), NoiseBank(noise_list, generated, babble_talkers=speech_list),
         crop_seconds=config.crop_seconds, groups=config.groups, per_group=config.per_group,
         jnd_db=config.jnd_db, impairments=config.impairments, seed=seed + 1000 * rank,
         manifest=manifest if rank == 0 else None,

@@ -120,14 +120,21 @@ class JNDSource:
 
 
 class ClipSource:
-    """Random batches of labelled clips (a per-rank seeded generator)."""
+    """Random batches of labelled clips (a per-rank seeded generator). With
+    ``refresh_every`` the bank picks up clips labelled since, every that many batches, so
+    fine-tuning can start while the corpus is still being labelled."""
 
-    def __init__(self, bank: ClipBank, batch_size: int, seed: int):
+    def __init__(self, bank: ClipBank, batch_size: int, seed: int, refresh_every: int = 0):
         self.bank = bank
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
+        self.refresh_every = refresh_every
+        self.drawn = 0
 
     def next(self):
+        self.drawn += 1
+        if self.refresh_every and self.drawn % self.refresh_every == 0:
+            self.bank.refresh()
         audio, mos = self.bank.batch(self.batch_size, self.rng)
         return torch.from_numpy(audio), torch.from_numpy(mos)
 

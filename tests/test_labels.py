@@ -1,0 +1,88 @@
+"""The teacher-labelled corpus: resumable labelling, the label mean, re-rendering from the recipe."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jsqa.training import teachers
+from jsqa.training.labels import CorpusSpec, build_corpus, rerender
+
+SPEC = CorpusSpec(n_clips=8, seconds=1.0, seed=11)
+
+
+class FakeTeacher:
+    """Scores by how much of the clean signal survives; can die after ``fail_after`` clips."""
+
+    name = "fake"
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, clean, degraded):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("labelling killed")
+        err = np.mean((degraded - clean) ** 2) / max(np.mean(clean**2), 1e-12)
+        return float(1.0 + 4.0 / (1.0 + 10 * err))
+
+    @staticmethod
+    def to_mos(value):
+        return value
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return sorted(csv.DictReader(fh), key=lambda r: int(r["index"]))
+
+
+def test_labelling_resumes_where_it_was_killed(tmp_path, data_root):
+    whole = build_corpus(tmp_path / "whole", SPEC, teachers=[FakeTeacher()], workers=0, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(tmp_path / "cut", SPEC, teachers=[FakeTeacher(fail_after=3)], workers=0, progress=False)
+    assert len(_rows(tmp_path / "cut" / "labels.csv")) == 3
+    again = FakeTeacher()
+    resumed = build_corpus(tmp_path / "cut", SPEC, teachers=[again], workers=0, progress=False)
+    assert again.calls == SPEC.n_clips - 3  # only what was missing
+    assert _rows(resumed) == _rows(whole)
+    rows = _rows(whole)
+    assert [int(r["index"]) for r in rows] == list(range(SPEC.n_clips))
+    for r in rows:
+        assert float(r["mos"]) == pytest.approx(float(r["fake"]), abs=1e-4)
+        if r["condition"] == "clean":
+            assert float(r["fake"]) == pytest.approx(5.0, abs=1e-3)
+
+
+def test_label_is_the_mean_of_the_teachers_that_answered():
+    class A:
+        name = "pesq_wb"
+        to_mos = staticmethod(teachers.pesq_to_mos)
+
+    class B:
+        name = "b"
+        to_mos = staticmethod(float)
+
+    assert teachers.label({"pesq_wb": 4.64, "b": 3.0}, [A, B]) == pytest.approx(4.0)
+    assert teachers.label({"pesq_wb": float("nan"), "b": 3.0}, [A, B]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="unknown teacher"):
+        teachers.make_teachers(["nisqa"])
+
+
+def test_corpus_rerenders_bit_identically_from_its_csv(tmp_path, data_root):
+    labels = build_corpus(tmp_path / "a", SPEC, teachers=[FakeTeacher()], workers=0, progress=False)
+    packed = tmp_path / "labels.csv.gz"
+    with open(labels, "rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    copy = rerender(packed, tmp_path / "b", SPEC, progress=False)
+    assert _rows(copy) == _rows(labels)
+    for r in _rows(labels):
+        a, _ = sf.read(tmp_path / "a" / r["path"], dtype="int16")
+        b, _ = sf.read(tmp_path / "b" / r["path"], dtype="int16")
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="other recipe"):
+        rerender(packed, tmp_path / "c", CorpusSpec(n_clips=8, seconds=1.0, seed=12), progress=False)

@@ -1,0 +1,91 @@
+"""Teachers: the models whose mean score is the training label (we have no human-rated
+training corpus). Each gives one CSV column in its own units and a mapping to MOS 1-5.
+
+* ``pesq_wb``: ITU-T P.862.2 MOS-LQO against the clean source (intrusive); 1.04..4.64 is
+  stretched linearly onto 1..5, so a clip identical to its source scores 5.
+* ``distillmos``: DistillMOS v7 (Stahl & Gamper 2025, MIT; weights inside its wheel),
+  non-intrusive, trained by its authors on human MOS: the best-calibrated teacher here.
+
+Teachers are the ``teachers`` extra, never a runtime dependency.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+
+from jsqa.audio import SAMPLE_RATE
+
+LQO_MIN, LQO_MAX = 1.04, 4.64
+
+
+def pesq_to_mos(lqo: float) -> float:
+    return float(np.clip(1.0 + 4.0 * (lqo - LQO_MIN) / (LQO_MAX - LQO_MIN), 1.0, 5.0))
+
+
+class PesqWB:
+    name = "pesq_wb"
+
+    def __call__(self, clean: np.ndarray, degraded: np.ndarray) -> float:
+        from pesq import pesq
+
+        try:
+            return float(pesq(SAMPLE_RATE, clean.astype(np.float64), degraded.astype(np.float64), "wb"))
+        except Exception:  # pesq refuses signals it finds no speech in
+            return float("nan")
+
+    @staticmethod
+    def to_mos(value: float) -> float:
+        return pesq_to_mos(value)
+
+
+class DistillMOS:
+    name = "distillmos"
+
+    def __init__(self):
+        import torch
+
+        # distillmos imports torchaudio for its command-line script only; torchaudio does
+        # not load beside our torch, and we read and resample audio ourselves.
+        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+        try:
+            import distillmos
+        except ImportError as e:
+            raise ImportError(
+                "the distillmos teacher needs: pip install --no-deps distillmos xls-r-sqa") from e
+        self.torch = torch
+        self.model = distillmos.ConvTransformerSQAModel(load_weights=True).eval()
+
+    def __call__(self, clean: np.ndarray, degraded: np.ndarray) -> float:
+        if not np.any(degraded):
+            return float("nan")
+        with self.torch.inference_mode():
+            return float(self.model(self.torch.from_numpy(degraded.astype(np.float32))[None]).item())
+
+    @staticmethod
+    def to_mos(value: float) -> float:
+        return float(value)
+
+
+TEACHERS = {"pesq_wb": PesqWB, "distillmos": DistillMOS}
+DEFAULT_TEACHERS = ("pesq_wb", "distillmos")
+
+
+def make_teachers(names) -> list:
+    """Teacher instances for names (strings) or ready teacher objects (tests pass fakes)."""
+    out = []
+    for t in names:
+        if isinstance(t, str):
+            if t not in TEACHERS:
+                raise ValueError(f"unknown teacher {t!r}; choose from {', '.join(TEACHERS)}")
+            t = TEACHERS[t]()
+        out.append(t)
+    return out
+
+
+def label(values: dict[str, float], teachers) -> float:
+    """The plain mean of the teachers' MOS-scale scores (those that gave one)."""
+    scores = [t.to_mos(values[t.name]) for t in teachers if np.isfinite(values.get(t.name, np.nan))]
+    return float(np.mean(scores)) if scores else float("nan")
