@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jsqa.export.labels import load_rated_set, rated_set_path
+from jsqa.rated import load_rated_set, rated_set_path
 from peers import distillmos, dnsmos_scores, jsqa_onnx
 from rich.console import Console
 from rich.table import Table

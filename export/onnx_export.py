@@ -8,7 +8,8 @@ path, and is also tried automatically when the dynamo export raises. Attention i
 exported in its eager form, the one both exporters translate reliably.
 
 Every export checks the file with ``onnx.checker`` and runs the parity check
-(:mod:`jsqa.export.parity`) before returning.
+(:mod:`jsqa.export.parity`) before returning. A model that encodes chunks also gets its
+split parts written beside the file (:mod:`jsqa.export.split_export`), for streaming.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from pathlib import Path
 
 import onnx
 import torch
+from jsqa.export.graph import export_graph, set_metadata
 from jsqa.export.parity import FP32_TOLERANCE, ParityResult, check_parity
+from jsqa.export.split_export import SplitReport, export_split
 
 import jsqa
-from jsqa.model import SCORE_MAX, SCORE_MIN, JSQAModel, load_checkpoint
+from jsqa.model import SCORE_MAX, SCORE_MIN, load_checkpoint
+from jsqa.split_scorer import split_paths
 
 # Opset 20 has a native Gelu; with it ONNX Runtime ran the small model about 10 % faster than with 18.
 DEFAULT_OPSET = 20
-MIN_SAMPLES = 400
-MAX_SAMPLES = 16000 * 3600
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ExportReport:
     quantize: str | None = None
     quantized_parity: ParityResult | None = None
     accuracy: dict | None = None
+    split: SplitReport | None = None
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -62,6 +65,8 @@ class ExportReport:
                 f"Pearson on {a['set']} ({a['n']} files): fp32 {a['fp32']:.4f}, {self.quantize} {a['quantized']:.4f},"
                 f" change {a['delta']:+.4f}"
             )
+        if self.split is not None:
+            lines += self.split.summary()
         return "\n".join(lines)
 
 
@@ -81,14 +86,6 @@ def model_metadata(ckpt: dict, preset: str) -> dict[str, str]:
     }
 
 
-def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
-    kept = [p for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-
-
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
@@ -97,38 +94,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 def _example_input(ckpt: dict) -> torch.Tensor:
     n = round(float(ckpt.get("window_seconds", 3.0)) * int(ckpt.get("sample_rate", 16000)))
     return 0.1 * torch.randn(2, n, generator=torch.Generator().manual_seed(0))
-
-
-def _export_dynamo(model: JSQAModel, example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    samples = torch.export.Dim("samples", min=MIN_SAMPLES, max=MAX_SAMPLES)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        input_names=["audio"],
-        output_names=["mos"],
-        dynamic_shapes={"audio": {0: batch, 1: samples}},
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
-    return program.model_proto
-
-
-def _export_legacy(model: JSQAModel, example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "legacy.onnx"
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["audio"],
-            output_names=["mos"],
-            dynamic_axes={"audio": {0: "batch", 1: "samples"}, "mos": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-        return onnx.load(str(path))
 
 
 def export_onnx(
@@ -156,12 +121,12 @@ def export_onnx(
     notes = []
     if exporter == "dynamo":
         try:
-            proto = _export_dynamo(model, example, opset)
+            proto = export_graph(model, example, opset, exporter)
         except Exception as e:  # noqa: BLE001 - any exporter failure falls back to legacy
             notes.append(f"dynamo exporter failed ({type(e).__name__}: {e}); used the legacy exporter")
             exporter = "legacy"
     if exporter == "legacy":
-        proto = _export_legacy(model, example, opset)
+        proto = export_graph(model, example, opset, exporter)
 
     metadata = model_metadata(ckpt, model.preset)
     set_metadata(proto, metadata)
@@ -183,4 +148,10 @@ def export_onnx(
             report.size_bytes = output.stat().st_size
             report.quantized_parity = check_parity(model, output, sample_rate, window_seconds, tolerance=None)
             report.accuracy = pearson_change(fp32_path, output, labels)
+    if model.chunk_samples:
+        report.split = export_split(model, metadata, output, opset, exporter, quantize)
+    else:
+        # parts left from an earlier export under this name would not match this model
+        for part in split_paths(output):
+            part.unlink(missing_ok=True)
     return report

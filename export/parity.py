@@ -3,7 +3,9 @@
 Every export runs it and prints the table. Cases cover several lengths (shorter than,
 equal to and longer than the window, a length that is not a multiple of the conv stride)
 and a batch of several windows, because the dynamic time and batch axes are what
-exports most often get wrong.
+exports most often get wrong. A model exported split (per-chunk encoder plus window
+head) is checked as the engine uses it: chunks encoded once, windows scored from their
+shared embeddings, against the whole torch model on the same windows.
 """
 
 from __future__ import annotations
@@ -103,5 +105,50 @@ def check_parity(
     if tolerance is not None and result.max_abs_diff > tolerance:
         raise ParityError(
             f"{onnx_path}: ONNX and torch differ by {result.max_abs_diff:.2e} > {tolerance:.0e}\n{result.table()}"
+        )
+    return result
+
+
+def split_cases(window_chunks: int) -> dict[str, tuple[int, list[int], int]]:
+    """name -> (chunks encoded, first chunk of each window, chunks per window)."""
+    return {
+        "one chunk": (1, [0], 1),
+        "one window": (window_chunks, [0], window_chunks),
+        "4 windows sharing chunks": (window_chunks + 3, [0, 1, 2, 3], window_chunks),
+        "12 s": (12, [0], 12),
+    }
+
+
+def check_split_parity(
+    model: torch.nn.Module,
+    encoder_path: str | Path,
+    head_path: str | Path,
+    sample_rate: int = 16000,
+    window_seconds: float = 3.0,
+    tolerance: float | None = FP32_TOLERANCE,
+) -> ParityResult:
+    """MOS of windows scored through the parts (each chunk encoded once) vs the whole
+    torch model on the same windows; raise ParityError above ``tolerance`` (None: report only)."""
+    audio, source = parity_audio(sample_rate)
+    chunk = model.chunk_samples
+    encoder = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(head_path), providers=["CPUExecutionProvider"])
+    result = ParityResult(f"{source} (split parts)")
+    model.eval()
+    for name, (n_chunks, firsts, per_window) in split_cases(round(window_seconds * sample_rate) // chunk).items():
+        chunks = np.ascontiguousarray(audio[: n_chunks * chunk].reshape(n_chunks, chunk))
+        embeddings = encoder.run(["embedding"], {"audio": chunks})[0]
+        windows = np.stack([embeddings[f : f + per_window] for f in firsts])
+        got = head.run(["mos"], {"embeddings": windows})[0]
+        audio_windows = np.stack([audio[f * chunk : (f + per_window) * chunk] for f in firsts])
+        with torch.no_grad():
+            expected = model(torch.from_numpy(np.ascontiguousarray(audio_windows))).numpy()
+        if got.shape != expected.shape:
+            raise ParityError(f"{head_path}: case {name}: output shape {got.shape} != torch {expected.shape}")
+        result.cases.append(ParityCase(name, tuple(windows.shape), float(np.abs(got - expected).max())))
+    if tolerance is not None and result.max_abs_diff > tolerance:
+        raise ParityError(
+            f"split parts of {encoder_path} and torch differ by {result.max_abs_diff:.2e} > {tolerance:.0e}\n"
+            f"{result.table()}"
         )
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from jsqa.export.labels import load_rated_set, rated_set_path
+from jsqa.rated import load_rated_set, rated_set_path
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from jsqa.audio import load_audio

@@ -175,7 +175,9 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         spec = nn.functional.conv1d(audio[:, None, :], self.basis, stride=MEL_HOP)
         power = spec[:, : self.n_freq] ** 2 + spec[:, self.n_freq :] ** 2
-        logmel = torch.log10(torch.matmul(self.filters, power) + POWER_EPS)
+        # A clamp, not "+ eps": ONNX graph optimisers fold "x + 1e-10" into x, and log(0) of a
+        # silent chunk would then be -inf in the exported model.
+        logmel = torch.log10(torch.clamp(torch.matmul(self.filters, power), min=POWER_EPS))
         floor = logmel.amax(dim=(1, 2), keepdim=True) - LOG_FLOOR_DECADES
         return (torch.maximum(logmel, floor) + 4.0) / 4.0
 

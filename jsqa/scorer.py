@@ -7,11 +7,15 @@ end covers the tail. The overall score is the mean of the window scores. Audio s
 than one window is scored whole, as one window (no padding, which would change the
 per-window normalisation); clips under 25 ms (the conv front-end's receptive field) are
 zero-padded to 25 ms.
+
+When the model was exported split (``jsqa.split_scorer``), ``Scorer.split`` holds its
+parts for the streaming engine; scoring here always uses the whole model.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -21,6 +25,9 @@ import numpy as np
 import onnxruntime as ort
 
 from jsqa.levels import has_speech
+from jsqa.split_scorer import SplitModelError, SplitScorer, split_paths
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "jsqa-small.onnx"
 MIN_SAMPLES = 400
@@ -78,7 +85,10 @@ class Scorer:
         intra_threads: int | None = None,
         inter_threads: int | None = None,
         max_batch: int = 32,
+        split: bool = True,
     ):
+        """``split``: load the model's split parts when they lie beside it (``self.split``;
+        None when absent, unusable, or not asked for)."""
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         self.max_batch = max_batch
         if not self.model_path.is_file():
@@ -122,6 +132,18 @@ class Scorer:
         self.providers = self.session.get_providers()
         self._lock = threading.Lock()
         self.run_calls = 0
+        self.split = self._load_split(options) if split else None
+
+    def _load_split(self, options: ort.SessionOptions) -> SplitScorer | None:
+        encoder, head = split_paths(self.model_path)
+        if not (encoder.is_file() and head.is_file()):
+            return None
+        try:
+            return SplitScorer(encoder, head, self.metadata, options, self.providers)
+        except SplitModelError as e:
+            # the whole model still scores everything, only without the per-hop saving
+            log.warning("split parts not used: %s", e)
+            return None
 
     def _check_contract(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]

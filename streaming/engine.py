@@ -6,6 +6,13 @@ Any scorer with ``score_windows``, ``window_seconds``, ``hop_seconds`` and
 deadline first (``schedule``), so real-time streams go before catch-up work; a queued
 window is a place in its stream's buffer (``window``), read into a reused batch array
 only when scored.
+
+When the scorer has split parts (``scorer.split``) whose chunk is the engine's hop, each
+hop of each stream is encoded once, the new hops of a batch in one call, and a window
+is scored by the light head from its chunks' cached embeddings: the same number as the
+whole model on that window, at about a third of the encoder work for 3 s windows and a
+1 s hop. Windows off the hop grid (a stream's tail, a stream shorter than a window) and
+models without chunks are scored whole.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class _Stream:
         self.windows = 0
         self.scored = 0
         self.smoothed: float | None = None
+        # chunk start -> embedding of the hop starting there; only the scoring thread uses it
+        self.embeddings: dict[int, np.ndarray] = {}
         self.recent: collections.deque[float] = collections.deque(maxlen=engine.mean_windows)
         self.mos_sum = 0.0
         self.worst: float | None = None
@@ -186,6 +195,8 @@ class Engine:
         self.alert_threshold = alert_threshold
         self.alert_seconds = alert_seconds
         self.stats_interval = stats_interval
+        split = getattr(scorer, "split", None)
+        self.split = split if split is not None and split.streams(self.window, self.hop) else None
 
         self.windows_scored = 0
         self.windows_no_speech = 0
@@ -203,6 +214,8 @@ class Engine:
         self._queue: DeadlineQueue[_Window] = DeadlineQueue()
         # the windows of one model call are copied here, so batches allocate nothing
         self._batch = np.zeros((max_batch, self.window), dtype=np.float32)
+        if self.split is not None:
+            self._chunks = np.zeros((max_batch * (self.window // self.hop), self.hop), dtype=np.float32)
         # keyed by stream id (None: all streams) so publishing costs per listener, not per socket
         self._subscriptions: dict[str | None, set[Subscription]] = {None: set()}
         self._work = asyncio.Event()
@@ -354,10 +367,9 @@ class Engine:
                 for row, window in zip(self._batch, batch):
                     window.stream.windower.read(window.start, window.length, row)
                     self._release(window)
-                lengths = [w.length for w in batch]
                 began = time.monotonic()
                 try:
-                    results = await loop.run_in_executor(self._executor, self._analyse, self._batch, lengths)
+                    results = await loop.run_in_executor(self._executor, self._analyse, self._batch, batch)
                 except Exception:
                     # a failing model call loses this batch only; the engine keeps serving
                     log.exception("scoring %d windows failed; they are dropped", len(batch))
@@ -385,18 +397,25 @@ class Engine:
         live = any(not s.lossless for s in self._streams.values())
         return self._queue.take(self.catchup_batch if live else self.max_batch)
 
-    def _analyse(self, batch: np.ndarray, lengths: list[int]) -> list[tuple]:
+    def _analyse(self, batch: np.ndarray, windows: list[_Window]) -> list[tuple]:
         """Runs in the worker thread: levels and VAD for every window (row ``i`` of
-        ``batch``, ``lengths[i]`` samples long), then one model call per window length
-        (all full windows share one) for the windows with speech."""
+        ``batch`` holds ``windows[i]``), then the model for the windows with speech:
+        from per-hop embeddings where the engine splits, else one whole-window call per
+        window length (all full windows share one)."""
+        lengths = [w.length for w in windows]
         features = [
             (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x))
             for x in (row[:n] for row, n in zip(batch, lengths))
         ]
         mos: list[float | None] = [None] * len(lengths)
+        speech = [i for i, (ratio, _, _) in enumerate(features) if ratio >= self.min_speech_ratio]
+        on_grid = [i for i in speech if self._on_hop_grid(windows[i])]
+        if on_grid:
+            for i, score in zip(on_grid, self._score_from_hops(batch, windows, on_grid)):
+                mos[i] = float(score)
         by_length: dict[int, list[int]] = {}
-        for i, (ratio, _, _) in enumerate(features):
-            if ratio >= self.min_speech_ratio:
+        for i in speech:
+            if not self._on_hop_grid(windows[i]):
                 by_length.setdefault(lengths[i], []).append(i)
         for length, indices in by_length.items():
             # the common case, every window full and with speech, is a view: no copy
@@ -405,6 +424,39 @@ class Engine:
             for i, score in zip(indices, np.asarray(scores, dtype=np.float64)):
                 mos[i] = float(score)
         return [(m, *f) for m, f in zip(mos, features)]
+
+    def _on_hop_grid(self, window: _Window) -> bool:
+        return self.split is not None and window.length == self.window and window.start % self.hop == 0
+
+    def _score_from_hops(self, batch: np.ndarray, windows: list[_Window], rows: list[int]) -> np.ndarray:
+        """Scores of ``windows[i]`` for ``i`` in ``rows``: the hops not encoded yet, of
+        every stream, in one encoder call, then every window from its hops' embeddings."""
+        hop, per_window = self.hop, self.window // self.hop
+        new: dict[tuple[_Stream, int], int] = {}  # (stream, hop start) -> row of self._chunks
+        for i in rows:
+            stream, start = windows[i].stream, windows[i].start
+            for k in range(per_window):
+                key = (stream, start + k * hop)
+                if key[1] not in stream.embeddings and key not in new:
+                    self._chunks[len(new)] = batch[i, k * hop : (k + 1) * hop]
+                    new[key] = len(new)
+        if new:
+            encoded = self.split.encode_chunks(self._chunks[: len(new)])
+            for (stream, start), row in new.items():
+                # a copy, so a kept row does not hold the whole call's output alive
+                stream.embeddings[start] = encoded[row].copy()
+        embeddings = np.stack([
+            [windows[i].stream.embeddings[windows[i].start + k * hop] for k in range(per_window)] for i in rows
+        ])
+        # a stream's windows are scored in order, so its hops up to the latest scored
+        # window's first are in no later window
+        done: dict[_Stream, int] = {}
+        for i in rows:
+            done[windows[i].stream] = max(done.get(windows[i].stream, -1), windows[i].start)
+        for stream, start in done.items():
+            for key in [key for key in stream.embeddings if key <= start]:
+                del stream.embeddings[key]
+        return self.split.score_embeddings(embeddings)
 
     def _publish_score(self, window: _Window, mos, ratio, level, clipping, done: float) -> None:
         stream = window.stream

@@ -110,7 +110,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_rated_sets_load_with_mushra_mapped_to_mos(data_root, tmp_path):
-    from jsqa.export.labels import load_rated_set, mushra_to_mos
+    from jsqa.rated import load_rated_set, mushra_to_mos
 
     np.testing.assert_allclose(mushra_to_mos([0, 50, 100]), [1.0, 3.0, 5.0])
     rated = load_rated_set(data_root / "rated" / "codec_mushra" / "ratings.csv")

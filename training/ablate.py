@@ -1,85 +1,147 @@
-"""The paper's comparison: the same network and labelled budget, fine-tuned from scratch
-and from the JND-pretrained encoder, over several seeds.
+"""The paper's comparison from one command: the same network, labels, fine-tune steps and
+learning-rate schedule, trained from scratch and from two stage-1 encoders (JND pairs over
+additive noise only, the paper's setting; and over all impairment families, its open
+question 1), at several label budgets and seeds.
 
-Each (arm, seed) run lives in ``OUT/<arm>-seed<k>/`` with its checkpoint and ``eval.json``;
-finished runs are reused, so seeds can run as separate processes in parallel and the
-table can be re-printed at any time (``--report``). The labelled subset of a seed is the
-same for both arms. ``arms`` runs one arm alone (the scratch arm needs no pretrained
-checkpoint, so it can start while stage 1 is still running).
+Everything lives under ``OUT`` and is reused when present, so a killed ablation continues
+where it stopped and a rerun with more seeds or budgets runs only what is missing::
+
+    pretrain-noise/  pretrain-all/    stage 1, unless given (--pretrained-noise / --pretrained-all)
+    budget-<N|all>/<arm>-seed<k>/     a fine-tune run (resumed from last.ckpt) and its eval.json
+    ablation.md  ablation.json  curves.png  scatter.png      the report (ablate_report.py)
+
+Within a (budget, seed) every arm sees the same labelled subset.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
+import torch
+
+from jsqa.audio import load_audio
+from jsqa.model import load_checkpoint
 
 from .configs import TrainConfig
 from .datasets import read_rated
-from .evaluate import evaluate_path, save_json
+from .evaluate import predict_torch, report, save_json
 from .finetune import finetune
+from .loop import cpu_time
+from .pretrain import pretrain
 
-ARMS = ("scratch", "jsqa")
-METRICS = (("rmse", "RMSE", False), ("mae", "MAE", False), ("pearson", "PCC", True), ("spearman", "SRCC", True))
+# arm -> the JND impairments of its stage-1 encoder (None: no stage 1)
+ARMS = {"scratch": None, "jsqa-noise": "noise", "jsqa-all": "all"}
 
 
-def run_ablation(out_dir: str | Path, pretrained: str | None, data: list[str], test_sets: list[str],
-                 budget: int, seeds: list[int], config: TrainConfig, arms: tuple[str, ...] = ARMS) -> None:
+def parse_budgets(text: str) -> list[int | None]:
+    """``"1000,all"`` -> ``[1000, None]`` (None: every labelled clip)."""
+    budgets = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "all":
+            budgets.append(None)
+        elif part.isdigit() and int(part) > 0:
+            budgets.append(int(part))
+        else:
+            raise ValueError(f"--budgets takes positive clip counts or 'all', got {part!r}")
+    if not budgets:
+        raise ValueError("--budgets is empty")
+    return budgets
+
+
+def budget_name(budget: int | None) -> str:
+    return "all" if budget is None else str(budget)
+
+
+def display_name(spec: str) -> str:
+    """How a test set is named in the report: a CSV by its folder (the corpus), a rated set by name."""
+    return Path(spec).parent.name if spec.endswith(".csv") else spec
+
+
+def run_dir(out: Path, budget: str, arm: str, seed: int) -> Path:
+    return Path(out) / f"budget-{budget}" / f"{arm}-seed{seed}"
+
+
+def run_ablation(out_dir: str | Path, config: TrainConfig, data: list[str], tests: list[str],
+                 budgets: list[int | None], seeds: list[int], arms: tuple[str, ...] = tuple(ARMS),
+                 pretrained: dict[str, str] | None = None, validate_on: str | None = None) -> None:
+    """Run (or finish) every missing stage-1, fine-tune and evaluation of the grid."""
     out = Path(out_dir)
-    tests = {name: read_rated(name) for name in test_sets}
-    for seed in seeds:
-        for arm in arms:
-            run = out / f"{arm}-seed{seed}"
-            if (run / "eval.json").exists():
-                continue
-            ckpt = run / "final.ckpt"
-            if not ckpt.exists():
-                finetune(run, config, data, init="scratch" if arm == "scratch" else pretrained,
-                         seed=seed, limit=budget, resume=True)
-            results = {"arm": arm, "seed": seed, "budget": budget, "steps": config.finetune_steps,
-                       "pretrained": pretrained if arm == "jsqa" else None, "tests": {}}
-            for name, items in tests.items():
-                rep, _ = evaluate_path(ckpt, items)
-                results["tests"][name] = rep["overall"]
-            save_json(results, run / "eval.json")
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    encoders = {imp: stage1(out, config, imp, (pretrained or {}).get(imp))
+                for imp in dict.fromkeys(ARMS[a] for a in arms) if imp}
+    sets = EvalSets(tests)
+    for budget in budgets:
+        for seed in seeds:
+            for arm in arms:
+                run = run_dir(out, budget_name(budget), arm, seed)
+                if (run / "eval.json").exists():
+                    continue
+                ckpt = run / "final.ckpt"
+                if not ckpt.exists():
+                    finetune(run, config, data, init=encoders.get(ARMS[arm], "scratch"), seed=seed,
+                             limit=budget, resume=True, validate_on=validate_on)
+                result = {"arm": arm, "budget": budget_name(budget), "seed": seed, **evaluate_run(ckpt, sets)}
+                save_json(result, run / "eval.json")
 
 
-def collect(out_dir: str | Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*-seed*/eval.json"))]
+def stage1(out: Path, config: TrainConfig, impairments: str, given: str | None) -> str:
+    """The stage-1 checkpoint for ``impairments``: the one given, else pretrained (or resumed)
+    in ``OUT/pretrain-<impairments>`` with the config's stage-1 settings."""
+    if given:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"--pretrained-{impairments} {given}: no such checkpoint")
+        trained_on = torch.load(given, map_location="cpu", weights_only=False)["training"]["config"].get("impairments")
+        if trained_on not in (None, impairments):
+            raise ValueError(f"--pretrained-{impairments} {given} was pretrained on {trained_on!r} JND pairs")
+        return str(given)
+    run = out / f"pretrain-{impairments}"
+    if (run / "final.ckpt").exists():
+        return str(run / "final.ckpt")
+    return str(pretrain(run, config.override(impairments=impairments), resume=True))
 
 
-def table(out_dir: str | Path) -> str:
-    """Markdown table per test set: mean +- sd per arm, relative change JSQA vs scratch."""
-    runs = collect(out_dir)
-    if not runs:
-        raise FileNotFoundError(f"no finished runs (*/eval.json) in {out_dir}")
-    lines = []
-    for name in dict.fromkeys(t for r in runs for t in r["tests"]):
-        per_arm = {arm: [r["tests"][name] for r in runs if r["arm"] == arm and name in r["tests"]] for arm in ARMS}
-        seeds = {arm: len(v) for arm, v in per_arm.items()}
-        lines += [f"**{_title(name)}** (scratch n={seeds['scratch']} seeds, JSQA n={seeds['jsqa']} seeds)", "",
-                  "| metric | scratch | JSQA (pretrained) | relative change |", "|---|---|---|---|"]
-        for key, label, higher_better in METRICS:
-            cells, means = [], {}
-            for arm in ARMS:
-                vals = np.asarray([m[key] for m in per_arm[arm]], dtype=float)
-                if vals.size:
-                    means[arm] = vals.mean()
-                    cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if vals.size > 1 else 0.0:.3f}")
-                else:
-                    cells.append("–")
-            change = "–"
-            if len(means) == 2 and means["scratch"] != 0:
-                diff = means["jsqa"] - means["scratch"]
-                rel = 100.0 * diff / abs(means["scratch"])
-                better = (diff > 0) == higher_better
-                # The absolute change too: relative changes of near-zero correlations mislead.
-                change = f"{rel:+.1f} % ({diff:+.3f}, {'better' if better else 'worse'})"
-            lines.append(f"| {label} {'↑' if higher_better else '↓'} | {cells[0]} | {cells[1]} | {change} |")
-        lines.append("")
-    return "\n".join(lines)
+class EvalSets:
+    """The test sets, read from disk the first time a run needs them."""
+
+    def __init__(self, specs: list[str]):
+        self.specs = specs
+        self._loaded: dict[str, tuple[list, list]] | None = None
+
+    def items(self):
+        if self._loaded is None:
+            self._loaded = {}
+            for spec in self.specs:
+                rated = read_rated(spec)
+                self._loaded[spec] = (rated, [load_audio(it.path) for it in rated])
+        return self._loaded.items()
 
 
-def _title(name: str) -> str:
-    return Path(name).parent.name if name.endswith(".csv") else name
+def evaluate_run(ckpt: Path, sets: EvalSets) -> dict:
+    """Metrics (overall and per condition) and predictions on every test set, with what the
+    run cost: fine-tune CPU time from the checkpoint, stage 1's from the summary nested in it."""
+    c0 = cpu_time()
+    model, meta = load_checkpoint(ckpt)
+    training = meta["training"]
+    init = training["init"]
+    result = {
+        "labelled_clips": training["labelled_clips"], "steps": training["steps"],
+        "finetune_cpu_s": training.get("cpu_s"), "finetune_wall_s": training.get("wall_s"),
+        "stage1": None if init == "scratch" else {"checkpoint": init["checkpoint"], **_stage1_cost(init["training"])},
+        "tests": {},
+    }
+    for spec, (items, signals) in sets.items():
+        pred = predict_torch(model, signals, meta.get("window_seconds", 3.0), meta.get("hop_seconds", 1.0))
+        rep = report(pred, items)
+        result["tests"][spec] = {**rep, "pred": [round(float(p), 4) for p in pred]}
+    result["eval_cpu_s"] = round(cpu_time() - c0, 1)
+    return result
+
+
+def _stage1_cost(summary: dict) -> dict:
+    cfg = summary["config"]
+    clips = summary["steps"] * cfg["groups"] * cfg["per_group"] * summary.get("processes", 1)
+    return {"impairments": cfg.get("impairments"), "steps": summary["steps"],
+            "audio_hours": round(clips * cfg["crop_seconds"] / 3600, 2),
+            "cpu_s": summary.get("cpu_s"), "wall_s": summary.get("wall_s")}

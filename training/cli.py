@@ -5,8 +5,8 @@
     jsqa-train finetune --config small --init runs/pretrain/final.ckpt \\
                         --data runs/labels-train/labels.csv --out runs/finetune
     jsqa-train evaluate runs/finetune/final.ckpt --data codec_mushra
-    jsqa-train ablate   --pretrained runs/pretrain/final.ckpt --data runs/labels-train/labels.csv \\
-                        --test runs/labels-test/labels.csv --test codec_mushra --budget 500
+    jsqa-train ablate   --data runs/labels-train/labels.csv --test runs/labels-test/labels.csv \\
+                        --test codec_mushra --budgets 1000,all --seeds 0,1,2 --out runs/ablation
 
 Multi-process / multi-GPU: ``torchrun --nproc_per_node N -m jsqa.training.cli pretrain ...``
 (multi-node: add ``--nnodes``, ``--node_rank`` and ``--rdzv_endpoint`` as usual for torchrun).
@@ -49,6 +49,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int)
 
 
+def _until_flat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--until-flat", action="store_true", default=None,
+                   help="stop stage 1 once the positive-negative similarity gap flattens (steps: a cap)")
+    p.add_argument("--flat-window", type=_positive_int, help="steps the gap is averaged over (default 200)")
+    p.add_argument("--flat-patience", type=_positive_int,
+                   help="steps without an improvement of the averaged gap before stopping (default 500)")
+    p.add_argument("--flat-delta", type=float, help="smallest improvement of the gap that counts (default 0.01)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jsqa-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not centre projections over the batch before normalising")
     p.add_argument("--no-generated-noise", action="store_true", help="only noise recordings")
     p.add_argument("--manifest", help="append a JSON line per batch describing every mixture drawn")
+    _until_flat(p)
 
     p = sub.add_parser("finetune", help="stage 2: MOS fine-tuning from a checkpoint or scratch")
     _common(p)
@@ -109,21 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach", action="store_true",
                    help="store the overall metrics in the checkpoint's 'metrics' (exported into the ONNX metadata)")
 
-    p = sub.add_parser("ablate", help="scratch vs JND-pretrained at the same labelled budget, several seeds")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("ablate", help="scratch vs noise-JND vs all-family-JND pretraining: budgets x seeds, "
+                                      "resumable, then the table and plots")
+    p.add_argument("--out", required=True, help="ablation folder (rerun the same command to continue)")
     p.add_argument("--config", default="small")
-    p.add_argument("--pretrained", help="stage-1 checkpoint")
     p.add_argument("--data", action="append", help="labelled training CSV; repeatable")
-    p.add_argument("--test", action="append", help="test set (CSV or rated set name); repeatable")
-    p.add_argument("--budget", type=int, default=500, help="labelled clips per run")
+    p.add_argument("--test", action="append",
+                   help="test set: a CSV (also reported per condition) or p835_refcond, codec_mushra, warpq; "
+                        "repeatable")
+    p.add_argument("--budgets", default="1000,all", help="labelled clips per run, comma-separated; 'all' = every clip")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, help="fine-tuning steps per run")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--arms", default="scratch,jsqa-noise,jsqa-all")
+    p.add_argument("--pretrained-noise", help="stage-1 checkpoint from noise-only JND pairs "
+                                              "(default: pretrain it in OUT/pretrain-noise)")
+    p.add_argument("--pretrained-all", help="stage-1 checkpoint from all-family JND pairs "
+                                            "(default: pretrain it in OUT/pretrain-all)")
+    p.add_argument("--pretrain-steps", type=_positive_int, help="stage-1 steps (the cap, with --until-flat)")
+    _until_flat(p)
+    p.add_argument("--steps", type=_positive_int, help="fine-tuning steps per run")
+    p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float, help="peak fine-tuning learning rate")
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--arms", default="scratch,jsqa", help="arms to run: scratch, jsqa or both (default)")
-    p.add_argument("--report", action="store_true", help="only print the table of finished runs")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--validate-on", help="rated set or CSV for the fine-tuning validation curves")
+    p.add_argument("--validate-every", type=int)
+    p.add_argument("--report", action="store_true", help="only write the report of the finished runs")
     return parser
 
 
@@ -134,12 +155,13 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance")}
+        "balance", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):
         changes.update(finetune_steps=args.steps, finetune_lr=getattr(args, "lr", None),
-                       finetune_crop_seconds=getattr(args, "crop_seconds", None))
+                       finetune_crop_seconds=getattr(args, "crop_seconds", None),
+                       pretrain_steps=getattr(args, "pretrain_steps", None))
     return cfg.override(**changes)
 
 
@@ -208,26 +230,17 @@ def _run(args) -> int:
             attach_metrics(args.model, name, rep["overall"])
             console.print(f"metrics for {name} stored in {args.model}")
     elif args.command == "ablate":
-        from .ablate import run_ablation, table
+        from .ablate import parse_budgets, run_ablation
+        from .ablate_report import write_report
 
         if not args.report:
-            arms = tuple(a.strip() for a in args.arms.split(","))
-            if not set(arms) <= {"scratch", "jsqa"}:
-                raise ValueError(f"--arms takes scratch and/or jsqa, got {args.arms}")
-            needed = (("--data", args.data), ("--test", args.test)) + (
-                (("--pretrained", args.pretrained),) if "jsqa" in arms else ())
-            missing = [f for f, v in needed if not v]
+            missing = [f for f, v in (("--data", args.data), ("--test", args.test)) if not v]
             if missing:
-                raise ValueError(f"missing {', '.join(missing)} (or use --report to print finished runs)")
-            if "jsqa" in arms and not os.path.isfile(args.pretrained):
-                raise FileNotFoundError(f"--pretrained {args.pretrained}: no such checkpoint")
-            run_ablation(args.out, args.pretrained, args.data, args.test, args.budget,
-                         [int(s) for s in args.seeds.split(",")], _config(args), arms)
-        text = table(args.out)
-        from pathlib import Path
-
-        Path(args.out, "ablation.md").write_text(text)
-        console.print(text, highlight=False)
+                raise ValueError(f"missing {', '.join(missing)} (or use --report to report finished runs)")
+            run_ablation(args.out, _config(args), args.data, args.test, parse_budgets(args.budgets),
+                         [int(s) for s in args.seeds.split(",")], tuple(a.strip() for a in args.arms.split(",")),
+                         {"noise": args.pretrained_noise, "all": args.pretrained_all}, args.validate_on)
+        console.print(write_report(args.out), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

@@ -24,6 +24,13 @@ class TrainConfig:
     jnd_db: float = 3.0
     impairments: str = "all"
     pretrain_lr: float = 5e-4
+    # with until_flat, pretrain_steps is a cap: stop once the moving average (over flat_window
+    # steps) of the positive-negative similarity gap has not improved by flat_delta for
+    # flat_patience steps (see plateau.py)
+    until_flat: bool = False
+    flat_window: int = 200
+    flat_patience: int = 500
+    flat_delta: float = 0.01
     # stage 2
     finetune_steps: int = 600
     finetune_crop_seconds: float = 3.0

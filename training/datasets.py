@@ -24,6 +24,7 @@ import numpy as np
 
 from jsqa.audio import load_audio
 from jsqa.data import find_data_root, list_audio
+from jsqa.rated import load_rated_set, rated_set_path
 
 HELD_OUT_SPEECH = ("asterisk_ru",)
 # Clean speech used only to check that clean speech scores high, never trained on.
@@ -87,11 +88,6 @@ class Rated:
     condition: str = ""
 
 
-def mushra_to_mos(score: float) -> float:
-    """MUSHRA 0-100 to the 1-5 MOS scale, linearly."""
-    return 1.0 + 4.0 * float(score) / 100.0
-
-
 def read_rated(spec: str | os.PathLike) -> list[Rated]:
     """A labelled set from a CSV path (NISQA or path,mos) or a shared rated set's name."""
     if str(spec) in RATED_SETS:
@@ -134,21 +130,14 @@ def read_rated(spec: str | os.PathLike) -> list[Rated]:
 
 
 def _read_shared(name: str) -> list[Rated]:
-    folder = find_data_root() / "rated" / name
-    with open(folder / "ratings.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if name == "codec_mushra":
-        return [Rated(folder / r["file"], mushra_to_mos(r["mushra_mean"]), r["condition"]) for r in rows]
-    if name == "p835_refcond":
-        return [Rated(folder / r["file"], float(r["mos_ovrl"]), r["condition"]) for r in rows]
-    return [Rated(folder / r["file"], float(r["mos"]), r["codec"]) for r in rows]
+    rated = load_rated_set(rated_set_path(name))
+    return [Rated(f, float(m), c) for f, m, c in zip(rated.files, rated.mos, rated.conditions)]
 
 
 def reference_of(name: str) -> dict[Path, Path]:
     """Degraded file -> clean reference file, for the shared rated sets (label checks)."""
-    folder = find_data_root() / "rated" / name
-    with open(folder / "ratings.csv", newline="") as fh:
-        return {folder / r["file"]: folder / r["ref_file"] for r in csv.DictReader(fh)}
+    rated = load_rated_set(rated_set_path(name))
+    return {f: r for f, r in zip(rated.files, rated.references) if r is not None}
 
 
 class ClipBank:

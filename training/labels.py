@@ -143,7 +143,8 @@ def build_corpus(out_dir: str | Path, spec: CorpusSpec, speech: str | None = Non
     if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
         raise ValueError(f"{out} holds a corpus built with other parameters; use another --out")
     meta_path.write_text(json.dumps(meta, indent=1))
-    todo = [i for i in range(spec.n_clips) if i not in done_indices(labels_path)]
+    done = done_indices(labels_path)
+    todo = [i for i in range(spec.n_clips) if i not in done]
     fields = [*COLUMNS, *names]
     new = not labels_path.exists()
     with open(labels_path, "a", newline="") as fh, Progress(disable=not progress) as bar:

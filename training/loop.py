@@ -9,8 +9,11 @@
   RNG states and the sampler state, so a run killed with SIGKILL continues exactly where
   the checkpoint left it. ``final.ckpt`` (weights and summary only) is what the next stage
   or ``jsqa-export`` reads.
-* ``metrics.jsonl`` gets one JSON object per logged step (loss, lr, step/s, validation);
-  ``loss.png`` plots it.
+* ``metrics.jsonl`` gets one JSON object per logged step (loss, lr, step/s, CPU time,
+  validation, and in stage 1 the positive / negative similarity); ``loss.png`` plots it.
+* ``stop`` (e.g. :class:`jsqa.training.plateau.Plateau`) ends a run before ``steps`` once it
+  says so; it sees every logged record, and on resume the kept records are replayed into it,
+  so a stopped run stays stopped and an interrupted one stops where it would have.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ def device_for(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_time() -> float:
+    """CPU seconds of this process (all threads) and of its finished children: the codec
+    subprocesses the JND sampler and the degradations run."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy's global generator (HuBERT's SpecAugment masks draw from it) and random."""
     torch.manual_seed(seed)
@@ -131,8 +141,13 @@ def train(
     resume: bool = False,
     validate: Callable[[JSQAModel], dict] | None = None,
     device: torch.device | None = None,
+    stop: Callable[[dict], bool] | None = None,
 ) -> dict:
-    """Run the loop; returns the last logged record. ``task(*batch) -> (loss, stats)``."""
+    """Run the loop; returns the last logged record. ``task(*batch) -> (loss, stats)``.
+
+    ``elapsed_s`` is the wall time of the training steps; ``cpu_s`` the CPU time
+    (:func:`cpu_time`) over whole iterations, checkpoints and validation included: what a run
+    costs on a shared machine."""
     rank, world = dist_info()
     device = device or device_for(rank)
     out = Path(spec.out_dir)
@@ -141,13 +156,13 @@ def train(
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, spec), weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(spec))
-    start, elapsed = 0, 0.0
+    start, elapsed, cpu = 0, 0.0, 0.0
     if resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        start, elapsed = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
+        start, elapsed, cpu = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0)), float(ckpt.get("cpu_s", 0.0))
         states = ckpt["rank_states"]
         if len(states) != world:
             raise RuntimeError(f"{last_path} was written by {len(states)} processes; resume with as many")
@@ -157,6 +172,11 @@ def train(
             _truncate_metrics(metrics_path, start)
     elif rank == 0 and metrics_path.exists():
         metrics_path.unlink()
+    flat = False
+    if stop is not None and rank == 0 and metrics_path.exists():
+        for r in read_metrics(metrics_path):  # replaying every record rebuilds the rule's state
+            flat = stop(r)
+    stopped = _from_rank0(flat, world)
     net = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     net.to(device)
     net.train()
@@ -168,12 +188,15 @@ def train(
         TimeRemainingColumn(), disable=rank != 0,
     )
     tick, tick_step = time.time(), start
+    done = start
     try:
         with progress:
             bar = progress.add_task(spec.summary.get("stage", "train"), total=spec.steps, completed=start,
                                     loss=float("nan"), rate=0.0)
             for step in range(start, spec.steps):
-                t0 = time.time()
+                if stopped:
+                    break
+                t0, c0 = time.time(), cpu_time()
                 batch = [b.to(device) for b in source.next()]
                 loss, stats = net(*batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -189,6 +212,7 @@ def train(
                 if done % spec.log_every == 0 or done == spec.steps:
                     record = {"step": done, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                               "grad_norm": grad_norm, "steps_per_s": rate, "elapsed_s": elapsed,
+                              "cpu_s": cpu + cpu_time() - c0,
                               **{k: float(v) for k, v in stats.items()}}
                     tick, tick_step = time.time(), done
                 if validate and spec.validate_every and (done % spec.validate_every == 0 or done == spec.steps):
@@ -199,27 +223,44 @@ def train(
                 if rank == 0 and record.get("step") == done:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
-                if done % spec.checkpoint_every == 0 or done == spec.steps:
+                    flat = stop is not None and stop(record)
+                if stop is not None:
+                    stopped = _from_rank0(flat, world)
+                if done % spec.checkpoint_every == 0 or done == spec.steps or stopped:
                     states = _gather({"rng": _rng_state(), "source": source.state()}, world)
+                    cpu += cpu_time() - c0
+                    c0 = cpu_time()
                     if rank == 0:
                         _atomic_save(last_path, model, optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), step=done, elapsed_s=elapsed,
-                                     rank_states=states, training=_summary(spec, done, elapsed, world))
+                                     cpu_s=cpu, rank_states=states,
+                                     training=_summary(spec, done, elapsed, cpu, world, stopped))
                         plot_metrics(metrics_path, out / "loss.png")
                     if world > 1:
                         dist.barrier()
+                cpu += cpu_time() - c0
     finally:
         source.close()
     if rank == 0:
-        _atomic_save(out / "final.ckpt", model, training=_summary(spec, spec.steps, elapsed, world),
+        _atomic_save(out / "final.ckpt", model, training=_summary(spec, done, elapsed, cpu, world, stopped),
                      metrics={k: v for k, v in record.items() if k.startswith("val_")})
     if world > 1:
         dist.barrier()
     return record
 
 
-def _summary(spec: LoopSpec, step: int, elapsed: float, world: int) -> dict:
-    return {**spec.summary, "steps": step, "wall_s": round(elapsed, 1), "processes": world}
+def _summary(spec: LoopSpec, step: int, elapsed: float, cpu: float, world: int, stopped: bool) -> dict:
+    return {**spec.summary, "steps": step, "stopped_early": stopped, "wall_s": round(elapsed, 1),
+            "cpu_s": round(cpu, 1), "processes": world}
+
+
+def _from_rank0(flag: bool, world: int) -> bool:
+    """Rank 0's decision on every rank (each rank's logged stats are its own batch's)."""
+    if world == 1:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
 
 
 def _mean_over_ranks(x: torch.Tensor, world: int) -> float:
@@ -251,7 +292,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def plot_metrics(metrics_path: Path, png: Path) -> None:
-    """Loss (and validation Pearson, when logged) against step."""
+    """Loss (and validation Pearson, when logged) against step; in stage 1 a second panel
+    holds the contrastive curve: mean positive and negative cosine similarity, and their gap."""
     if not metrics_path.exists():
         return
     import matplotlib
@@ -262,9 +304,10 @@ def plot_metrics(metrics_path: Path, png: Path) -> None:
     rows = read_metrics(metrics_path)
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    sims = [r for r in rows if "sim_pos" in r]
+    fig, axes = plt.subplots(2 if sims else 1, 1, figsize=(6, 6 if sims else 3.5), sharex=True, squeeze=False)
+    ax = axes[0, 0]
     ax.plot([r["step"] for r in rows if "loss" in r], [r["loss"] for r in rows if "loss" in r], label="loss")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     val = [r for r in rows if "val_pearson" in r]
     if val:
@@ -273,6 +316,15 @@ def plot_metrics(metrics_path: Path, png: Path) -> None:
                  label="dev Pearson")
         ax2.set_ylabel("dev Pearson")
     ax.set_title(png.parent.name)
+    if sims:
+        steps = [r["step"] for r in sims]
+        ax = axes[1, 0]
+        ax.plot(steps, [r["sim_pos"] for r in sims], label="positives", lw=0.8)
+        ax.plot(steps, [r["sim_neg"] for r in sims], label="negatives", lw=0.8)
+        ax.plot(steps, [r["sim_pos"] - r["sim_neg"] for r in sims], label="gap", color="k")
+        ax.set_ylabel("mean cosine similarity")
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

@@ -19,6 +19,7 @@ from jsqa.model import JSQAModel, count_parameters
 from .configs import TrainConfig
 from .datasets import GENERATED_NOISES, noise_files, speech_files
 from .loop import LoopSpec, dist_info, seed_everything, train
+from .plateau import Plateau
 from .tasks import ContrastiveTask, JNDSource
 
 
@@ -43,7 +44,8 @@ def pretrain(
     resume: bool = False,
     manifest: str | None = None,
 ) -> Path:
-    """Train stage 1; returns the path of ``final.ckpt``."""
+    """Train stage 1; returns the path of ``final.ckpt``. With ``config.until_flat`` it stops
+    early once the contrastive gap flattens (``config.pretrain_steps`` is then a cap)."""
     rank, world = dist_info()
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
@@ -66,5 +68,7 @@ def pretrain(
             "objective": f"SupCon over JND positives (JND {config.jnd_db} dB SNR), t={config.temperature}",
         },
     )
-    train(model, ContrastiveTask(model, config.temperature, config.center), JNDSource(sampler), spec, resume=resume)
+    stop = Plateau(config.flat_window, config.flat_patience, config.flat_delta) if config.until_flat else None
+    train(model, ContrastiveTask(model, config.temperature, config.center), JNDSource(sampler), spec,
+          resume=resume, stop=stop)
     return Path(out_dir) / "final.ckpt"

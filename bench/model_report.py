@@ -1,0 +1,185 @@
+"""The model card's accuracy tables for one JSQA model, from one command.
+
+    python bench/model_report.py [--model FILE] [--test runs/labels-test/labels.csv] [--teacher]
+
+* Rated dev sets (human MOS, never trained on): per-file Pearson, Spearman, RMSE after a
+  third-order monotonic mapping (ITU-T P.1401) and raw RMSE (alerts fire on the raw scale).
+* The held-out synthetic test (held-out talkers and noises, teacher labels): Pearson per
+  impairment family against its label.
+* Clean speech never trained on: mean per folder and per talker, and the spread between
+  talkers; the held-out speechocean762 talkers against the teachers' mean on the same files
+  (``--teacher`` runs DistillMOS for that; PESQ-WB of a clean file against itself is 5).
+* Pauses: a clean file with exact-zero pauses against the same file with -60 dBFS noise
+  in them; SNR 30..-5 dB and MNRU Q 40..0 dB on a clean held-out file (monotonic?).
+
+Prints markdown tables; ``--json`` also writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from jsqa import impairments as imp
+from jsqa import metrics
+from jsqa.audio import load_audio
+from jsqa.data import find_data_root, list_audio
+from jsqa.noises import NOISE_DBFS, pink
+from jsqa.rated import load_rated_set, rated_set_path
+from jsqa.scorer import DEFAULT_MODEL, Scorer
+
+DEV_SETS = ("p835_refcond", "codec_mushra", "warpq")
+CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsphinx")
+
+
+def predict(scorer: Scorer, signals: list[np.ndarray]) -> np.ndarray:
+    return np.asarray([r.mos if r.mos is not None else r.model_mean for r in scorer.score_many(signals)])
+
+
+def dev_sets(scorer: Scorer) -> dict:
+    out = {}
+    for name in DEV_SETS:
+        rated = load_rated_set(rated_set_path(name))
+        pred = predict(scorer, [load_audio(f) for f in rated.files])
+        out[name] = {"n": len(pred), "pearson": metrics.pearson(pred, rated.mos),
+                     "spearman": metrics.spearman(pred, rated.mos),
+                     "rmse3": metrics.rmse_mapped(pred, rated.mos, 3), "rmse_raw": metrics.rmse(pred, rated.mos),
+                     "pred_mean": float(pred.mean()), "true_mean": float(rated.mos.mean())}
+    return out
+
+
+def families(scorer: Scorer, test_csv: Path) -> dict:
+    with open(test_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if np.isfinite(float(r["mos"]))]
+    pred = predict(scorer, [load_audio(test_csv.parent / r["path"]) for r in rows])
+    label = np.asarray([float(r["mos"]) for r in rows])
+    by = defaultdict(list)
+    for i, r in enumerate(rows):
+        by[r["condition"]].append(i)
+    out = {"all": {"n": len(rows), "pearson": metrics.pearson(pred, label), "rmse": metrics.rmse(pred, label)}}
+    for cond, idx in sorted(by.items()):
+        p, t = pred[idx], label[idx]
+        out[cond] = {"n": len(idx), "pearson": metrics.pearson(p, t) if cond != "clean" else float("nan"),
+                     "rmse": metrics.rmse(p, t), "pred_mean": float(p.mean()), "label_mean": float(t.mean())}
+    return out
+
+
+def _talker(path: Path) -> str:
+    folder = path.parent.name
+    if folder == "cmu_arctic":
+        return f"{folder}/{path.stem.split('_')[2]}"
+    if folder == "librispeech_examples":
+        return f"{folder}/{path.stem.split('-')[0]}"
+    return folder
+
+
+def clean_speech(scorer: Scorer, teacher: bool) -> dict:
+    root = find_data_root()
+    files = {name: list_audio(root / "speech" / name) for name in CLEAN_FOLDERS}
+    p835 = load_rated_set(rated_set_path("p835_refcond"))
+    files["p835_refcond c0"] = [f for f, c in zip(p835.files, p835.conditions) if c == "c0"]
+    out, talkers = {"folders": {}}, defaultdict(list)
+    for name, paths in files.items():
+        pred = predict(scorer, [load_audio(f) for f in paths])
+        out["folders"][name] = {"n": len(paths), "mean": float(pred.mean()), "min": float(pred.min()),
+                                "max": float(pred.max())}
+        for f, m in zip(paths, pred):
+            talkers[_talker(f) if "p835" not in name else f"p835/{f.stem.split('_')[1]}"].append(float(m))
+    means = {t: float(np.mean(v)) for t, v in talkers.items()}
+    out["talkers"] = means
+    out["talker_spread"] = max(means.values()) - min(means.values())
+    out["speechocean_heldout"] = _speechocean(scorer, teacher)
+    return out
+
+
+def _speechocean(scorer: Scorer, teacher: bool) -> dict:
+    from jsqa.training.datasets import talkers
+
+    held = [f for t, fs in talkers(split="test").items() if t.startswith("SPEAKER") for f in fs]
+    signals = [load_audio(f) for f in held]
+    pred = predict(scorer, signals)
+    out = {"n": len(held), "model_mean": float(pred.mean())}
+    if teacher:
+        from jsqa.training.teachers import DistillMOS, pesq_to_mos
+
+        dm = DistillMOS()
+        dist = np.asarray([dm(x, x) for x in signals])
+        out |= {"distillmos_mean": float(np.nanmean(dist)),
+                "teacher_mean": float(np.nanmean((dist + pesq_to_mos(4.64)) / 2))}
+    return out
+
+
+def pauses_and_sweeps(scorer: Scorer) -> dict:
+    root = find_data_root() / "speech"
+    rng = np.random.default_rng(0)
+    utterances = [load_audio(f) for f in list_audio(root / "cmu_arctic")[:4]]
+    gap = np.zeros(int(0.8 * 16000), np.float32)
+    zeros = np.concatenate([p for u in utterances for p in (u, gap)])
+    is_pause = np.concatenate([p for u in utterances for p in (np.zeros(u.size, bool), np.ones(gap.size, bool))])
+    hiss = np.where(is_pause, pink(zeros.size, rng) * 10 ** ((-60 - NOISE_DBFS) / 20), zeros).astype(np.float32)
+    clean = load_audio(list_audio(root / "librispeech_examples")[0])
+    snr = {s: scorer.score(imp.AddNoise(snr_db=s, noise="pink")(clean, np.random.default_rng(1))).model_mean
+           for s in (30, 20, 10, 5, 0, -5)}
+    mnru = {q: scorer.score(imp.MNRU(q_db=q)(clean, np.random.default_rng(1))).model_mean
+            for q in (40, 30, 20, 10, 0)}
+    return {"zero_pauses": scorer.score(zeros).mos, "noise_pauses": scorer.score(hiss).mos,
+            "snr": snr, "mnru": mnru}
+
+
+def markdown(rep: dict) -> str:
+    lines = ["| dev set (human MOS) | n | Pearson | Spearman | RMSE (3rd-order map) | RMSE raw | mean pred / true |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, r in rep["dev"].items():
+        lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['rmse3']:.3f} | "
+                     f"{r['rmse_raw']:.3f} | {r['pred_mean']:.2f} / {r['true_mean']:.2f} |")
+    if "families" in rep:
+        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label |",
+                  "|---|---:|---:|---:|---|"]
+        for name, r in rep["families"].items():
+            extra = f" | {r['pred_mean']:.2f} / {r['label_mean']:.2f}" if "pred_mean" in r else " | "
+            lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} |")
+    c = rep["clean"]
+    lines += ["", "| clean speech, never trained on | n | mean | min | max |", "|---|---:|---:|---:|---:|"]
+    for name, r in c["folders"].items():
+        lines.append(f"| {name} | {r['n']} | {r['mean']:.2f} | {r['min']:.2f} | {r['max']:.2f} |")
+    so = c["speechocean_heldout"]
+    lines += ["", f"Spread between talker means: {c['talker_spread']:.2f} "
+              f"({', '.join(f'{t} {m:.2f}' for t, m in sorted(c['talkers'].items()))}).",
+              f"Held-out speechocean762 talkers ({so['n']} files): model {so['model_mean']:.2f}"
+              + (f", teachers' mean {so['teacher_mean']:.2f} (DistillMOS {so['distillmos_mean']:.2f})"
+                 if "teacher_mean" in so else "") + "."]
+    p = rep["pauses"]
+    lines += [f"Exact-zero pauses {p['zero_pauses']:.2f} vs -60 dBFS noise pauses {p['noise_pauses']:.2f}.",
+              "SNR sweep: " + ", ".join(f"{k} dB {v:.2f}" for k, v in p["snr"].items()) + ".",
+              "MNRU sweep: " + ", ".join(f"Q {k} dB {v:.2f}" for k, v in p["mnru"].items()) + "."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--test", type=Path, help="labels.csv of the held-out synthetic test")
+    parser.add_argument("--teacher", action="store_true", help="run DistillMOS on held-out clean talkers")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    scorer = Scorer(args.model, providers=["CPUExecutionProvider"], intra_threads=args.threads)
+    rep = {"model": str(args.model), "dev": dev_sets(scorer)}
+    if args.test:
+        rep["families"] = families(scorer, args.test)
+    rep["clean"] = clean_speech(scorer, args.teacher)
+    rep["pauses"] = pauses_and_sweeps(scorer)
+    print(markdown(rep))
+    if args.json:
+        args.json.write_text(json.dumps(rep, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
