@@ -1,11 +1,13 @@
-"""Real-time factor of JSQA (ONNX fp32, ONNX int8, torch) against DNSMOS and DistillMOS.
+"""Speed of JSQA (ONNX fp32, ONNX int8, torch, optionally another JSQA model) against DNSMOS
+and DistillMOS, files scored as ``jsqa-score`` scores them (3 s windows, 1 s hop).
 
-One run, the same files and the same thread count for every model. RTF = processing
-time / audio duration (lower is faster). The models take turns in each repetition, so a
+One run, the same files and the same thread count for every model. CPU s / audio s = CPU
+time of the process (all its threads) per second of audio; wall RTF = wall time per second
+of audio (lower is faster). The models take turns in each repetition, so a
 load spike from other processes on the machine hits all of them alike; the median over
 repetitions is reported. Each model is warmed up once on the first file first.
 
-    python bench/speed.py [--model FILE] [--checkpoint CKPT] [--threads 2] [--repeats 3] [FILES...]
+    python bench/speed.py [--model FILE] [--compare OLD.onnx] [--checkpoint CKPT] [--threads 2] [--repeats 3] [FILES...]
 
 Peers (optional; skipped with a note when missing): ``pip install --no-deps speechmos
 distillmos xls-r-sqa`` plus ``pip install -e ".[bench]"``. DNSMOS windows are 9 s with a
@@ -23,6 +25,7 @@ streams of real speech fed in 100 ms frames (needs a model exported with its par
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import statistics
 import sys
@@ -107,6 +110,8 @@ def streaming(args) -> int:
 def build_models(args) -> tuple[dict, list[str]]:
     models, notes = {}, []
     models["JSQA ONNX fp32"] = jsqa_onnx(args.model, args.threads)
+    if args.compare:
+        models[f"JSQA {args.compare.name} (--compare)"] = jsqa_onnx(args.compare, args.threads)
     from jsqa.export.quantize import quantize_int8
 
     int8_path = Path(tempfile.mkdtemp()) / "int8.onnx"
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("files", nargs="*", type=Path, help="audio files (default: a minute of shared speech)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="JSQA ONNX model (default: shipped)")
     parser.add_argument("--checkpoint", type=Path, help="torch checkpoint for the torch row")
+    parser.add_argument("--compare", type=Path, help="another JSQA ONNX model for a row of its own (e.g. an older one)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every model (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the files (default 3)")
     parser.add_argument("--streaming", action="store_true", help="engine CPU: whole-window vs split scoring")
@@ -146,24 +152,29 @@ def main(argv=None) -> int:
     for score in models.values():
         score(audio[0])
 
+    # CPU time (all threads of this process) is the cost; wall time also counts waiting
+    # for a core on a shared machine.
     times: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, score in models.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for x in audio:
                 score(x)
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
 
     rtf = {name: statistics.median(t) / duration for name, t in times.items()}
-    ours = rtf["JSQA ONNX fp32"]
+    cpu_rtf = {name: statistics.median(t) / duration for name, t in cpu.items()}
+    ours = cpu_rtf["JSQA ONNX fp32"]
     table = Table(
-        title=f"Real-time factor: {len(files)} files, {duration:.1f} s of audio, {args.threads} threads,"
-        f" median of {args.repeats}"
+        title=f"Speed: {len(files)} files, {duration:.1f} s of audio, {args.threads} threads,"
+        f" median of {args.repeats}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
-    for column in ("model", "RTF", "speed", "JSQA fp32 RTF / its RTF"):
+    for column in ("model", "CPU s / audio s", "wall RTF", "its CPU / JSQA fp32 CPU"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, value in rtf.items():
-        table.add_row(name, f"{value:.4f}", f"{1 / value:.1f}x real time", f"{ours / value:.2f}")
+    for name in rtf:
+        table.add_row(name, f"{cpu_rtf[name]:.4f}", f"{rtf[name]:.4f}", f"{cpu_rtf[name] / ours:.2f}")
     console = Console()
     console.print(f"model: {args.model}")
     console.print(table)

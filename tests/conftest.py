@@ -74,3 +74,17 @@ def tiny_onnx_model(tiny_checkpoint):
     output = tiny_checkpoint.with_suffix(".onnx")
     export_onnx(tiny_checkpoint, output)
     return output
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, data_root):
+    """A corpus of 10 one-second clips (real speech, noise, codecs) labelled by PESQ-WB alone."""
+    import shutil
+
+    from jsqa.training.labels import CorpusSpec, build_corpus
+
+    if shutil.which("ffmpeg") is None:  # as the codec tests do: the corpus draws codec impairments
+        pytest.skip("ffmpeg is not installed")
+    out = tmp_path_factory.mktemp("labels")
+    return build_corpus(out, CorpusSpec(n_clips=10, seconds=1.0, seed=4), teachers=["pesq_wb"], workers=0,
+                        progress=False)

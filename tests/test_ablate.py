@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import matplotlib.image
 import pytest
 import torch
 
 from jsqa.training import ablate, cli, loop
-from jsqa.training.labels import CorpusSpec, build_corpus
 from jsqa.training.loop import read_metrics
 from jsqa.training.plateau import Plateau
 from jsqa.training.tasks import ClipSource
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, data_root):
-    """10 one-second clips labelled by PESQ-WB (real speech, noise, codecs)."""
-    if shutil.which("ffmpeg") is None:  # the corpus and the all-family JND pairs draw codecs
-        pytest.skip("ffmpeg is not installed")
-    out = tmp_path_factory.mktemp("labels")
-    return build_corpus(out, CorpusSpec(n_clips=10, seconds=1.0, seed=4), teachers=["pesq_wb"], workers=0,
-                        progress=False)
 
 
 @pytest.fixture(scope="module")

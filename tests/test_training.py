@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -17,16 +16,6 @@ from jsqa.training.datasets import read_rated
 from jsqa.training.labels import CorpusSpec, build_corpus
 from jsqa.training.losses import supcon_loss
 from jsqa.training.loop import read_metrics
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, data_root):
-    """A corpus of 10 one-second clips (real speech, noise, codecs) labelled by PESQ-WB alone."""
-    if shutil.which("ffmpeg") is None:  # as the codec tests do: the corpus draws codec impairments
-        pytest.skip("ffmpeg is not installed")
-    out = tmp_path_factory.mktemp("labels")
-    return build_corpus(out, CorpusSpec(n_clips=10, seconds=1.0, seed=4), teachers=["pesq_wb"], workers=0,
-                        progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +126,19 @@ def test_finetune_reports_a_missing_checkpoint(corpus, tmp_path, capsys):
     assert cli.main(["finetune", "--config", "tiny", "--init", str(tmp_path / "nope.ckpt"),
                      "--data", str(corpus), "--out", str(tmp_path / "x")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["finetune", "--init", "scratch", "--data", "x.csv", "--out", "o", "--lr", "-1"],
+    ["finetune", "--init", "scratch", "--data", "x.csv", "--out", "o", "--steps", "0"],
+    ["finetune", "--init", "scratch", "--data", "x.csv", "--out", "o", "--batch-size", "two"],
+    ["pretrain", "--out", "o", "--per-group", "1"],
+    ["label", "--out", "o", "--workers", "-1"],
+    ["label", "--out", "o", "--seconds", "nan"],
+])
+def test_numeric_options_are_checked_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: argument" in err[-1] and "Traceback" not in "\n".join(err)

@@ -18,44 +18,35 @@ import argparse
 import os
 import sys
 
+from jsqa.cli_args import positive_float, positive_int, real_number, whole_number
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+non_negative_int = whole_number(0)
+non_negative_float = real_number(0)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="small", help="training preset: tiny, small or paper (default small)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if present")
-    p.add_argument("--steps", type=int, help="override the preset's number of steps")
+    p.add_argument("--steps", type=positive_int, help="override the preset's number of steps")
     p.add_argument("--model", help="model preset (tiny/small/paper) or JSON config file/string")
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
+    p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints")
+    p.add_argument("--log-every", type=positive_int, help="steps between metrics.jsonl records")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=non_negative_int)
 
 
 def _until_flat(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-flat", action="store_true", default=None,
                    help="stop stage 1 once the positive-negative similarity gap flattens (steps: a cap)")
-    p.add_argument("--flat-window", type=_positive_int, help="steps the gap is averaged over (default 200)")
-    p.add_argument("--flat-patience", type=_positive_int,
+    p.add_argument("--flat-window", type=positive_int, help="steps the gap is averaged over (default 200)")
+    p.add_argument("--flat-patience", type=positive_int,
                    help="steps without an improvement of the averaged gap before stopping (default 500)")
-    p.add_argument("--flat-delta", type=float, help="smallest improvement of the gap that counts (default 0.01)")
+    p.add_argument("--flat-delta", type=non_negative_float, help="smallest improvement of the gap that counts (default 0.01)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speech", help="clean speech folder (default: shared data, held-out talker excluded)")
     p.add_argument("--noise", help="noise folder (default: shared data, held-out recordings excluded)")
     p.add_argument("--impairments", choices=("noise", "all"), help="JND axes: noise only (paper) or all")
-    p.add_argument("--jnd-db", type=float, help="JND of the SNR axis in dB (default 3)")
-    p.add_argument("--crop-seconds", type=float, help="length of each mixture")
-    p.add_argument("--groups", type=int, help="groups of positives per batch")
-    p.add_argument("--per-group", type=int, help="mixtures per group")
-    p.add_argument("--temperature", type=float, help="SupCon temperature (default 0.1)")
+    p.add_argument("--jnd-db", type=positive_float, help="JND of the SNR axis in dB (default 3)")
+    p.add_argument("--crop-seconds", type=positive_float, help="length of each mixture")
+    p.add_argument("--groups", type=positive_int, help="groups of positives per batch")
+    p.add_argument("--per-group", type=whole_number(2), help="mixtures per group")
+    p.add_argument("--temperature", type=positive_float, help="SupCon temperature (default 0.1)")
     p.add_argument("--no-center", dest="center", action="store_false", default=None,
                    help="do not centre projections over the batch before normalising")
     p.add_argument("--no-generated-noise", action="store_true", help="only noise recordings")
@@ -84,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", required=True, help="stage-1 checkpoint, or 'scratch'")
     p.add_argument("--data", action="append", required=True,
                    help="labelled CSV (NISQA filepath_deg,mos or path,mos); repeatable")
-    p.add_argument("--limit", type=int, help="use a seeded random subset of this many clips")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--crop-seconds", type=float, help="training crop length (default 3 s)")
+    p.add_argument("--limit", type=positive_int, help="use a seeded random subset of this many clips")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--crop-seconds", type=positive_float, help="training crop length (default 3 s)")
     p.add_argument("--validate-on", default=None, help="rated set or CSV to validate on (e.g. codec_mushra)")
-    p.add_argument("--validate-every", type=int)
-    p.add_argument("--refresh-every", type=int,
+    p.add_argument("--validate-every", type=non_negative_int)
+    p.add_argument("--refresh-every", type=non_negative_int,
                    help="reload the CSVs every N batches (train while the corpus is still being labelled)")
     p.add_argument("--no-balance", dest="balance", action="store_false", default=None,
                    help="draw clips uniformly instead of evenly over the label range")
@@ -98,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="corpus folder (clips/, labels.csv, corpus.json)")
     p.add_argument("--split", choices=("train", "test"), default="train",
                    help="train: training talkers/noises; test: the held-out talkers and noises")
-    p.add_argument("--clips", type=_positive_int, default=20000)
-    p.add_argument("--seconds", type=_positive_float, default=4.0, help="clip length (default 4 s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips", type=positive_int, default=20000)
+    p.add_argument("--seconds", type=positive_float, default=4.0, help="clip length (default 4 s)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--teachers", default="pesq_wb,distillmos",
                    help="comma-separated teachers whose mean is the label (default pesq_wb,distillmos)")
-    p.add_argument("--workers", type=int, default=2, help="labelling processes (default 2)")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="labelling processes (default 2)")
     p.add_argument("--render", metavar="CSV",
                    help="re-render the clips of a labels CSV (.csv or .csv.gz) into --out, no teachers")
     p.add_argument("--speech")
@@ -134,16 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: pretrain it in OUT/pretrain-noise)")
     p.add_argument("--pretrained-all", help="stage-1 checkpoint from all-family JND pairs "
                                             "(default: pretrain it in OUT/pretrain-all)")
-    p.add_argument("--pretrain-steps", type=_positive_int, help="stage-1 steps (the cap, with --until-flat)")
+    p.add_argument("--pretrain-steps", type=positive_int, help="stage-1 steps (the cap, with --until-flat)")
     _until_flat(p)
-    p.add_argument("--steps", type=_positive_int, help="fine-tuning steps per run")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=float, help="peak fine-tuning learning rate")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--steps", type=positive_int, help="fine-tuning steps per run")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float, help="peak fine-tuning learning rate")
+    p.add_argument("--warmup-steps", type=non_negative_int)
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--checkpoint-every", type=positive_int)
     p.add_argument("--validate-on", help="rated set or CSV for the fine-tuning validation curves")
-    p.add_argument("--validate-every", type=int)
+    p.add_argument("--validate-every", type=non_negative_int)
     p.add_argument("--report", action="store_true", help="only write the report of the finished runs")
     return parser
 
