@@ -73,7 +73,7 @@ def families(scorer: Scorer, test_csv: Path) -> dict:
 def _talker(path: Path) -> str:
     folder = path.parent.name
     if folder == "cmu_arctic":
-        return f"{folder}/{path.stem.split('_')[2]}"
+        return f"{folder}/{path.stem.split('_')[3]}"
     if folder == "librispeech_examples":
         return f"{folder}/{path.stem.split('-')[0]}"
     return folder

