@@ -119,5 +119,5 @@ def test_rated_sets_load_with_mushra_mapped_to_mos(data_root, tmp_path):
     assert "Reference" in rated.conditions and len(set(rated.conditions)) > 5
     bad = tmp_path / "bad.csv"
     bad.write_text("file,score\na.wav,3\n")
-    with pytest.raises(ValueError, match="'mos' or 'mushra_mean'"):
+    with pytest.raises(ValueError, match="'mos', 'mos_ovrl' or 'mushra_mean'"):
         load_rated_set(bad)
