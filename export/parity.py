@@ -102,10 +102,13 @@ def check_parity(
         if got.shape != expected.shape:
             raise ParityError(f"{onnx_path}: case {name}: ONNX output shape {got.shape} != torch {expected.shape}")
         result.cases.append(ParityCase(name, tuple(x.shape), float(np.abs(got - expected).max())))
+    return _within(result, tolerance, f"{onnx_path}: ONNX and torch")
+
+
+def _within(result: ParityResult, tolerance: float | None, what: str) -> ParityResult:
+    """``result``, or ParityError when its largest difference passes ``tolerance`` (None: report only)."""
     if tolerance is not None and result.max_abs_diff > tolerance:
-        raise ParityError(
-            f"{onnx_path}: ONNX and torch differ by {result.max_abs_diff:.2e} > {tolerance:.0e}\n{result.table()}"
-        )
+        raise ParityError(f"{what} differ by {result.max_abs_diff:.2e} > {tolerance:.0e}\n{result.table()}")
     return result
 
 
@@ -146,9 +149,4 @@ def check_split_parity(
         if got.shape != expected.shape:
             raise ParityError(f"{head_path}: case {name}: output shape {got.shape} != torch {expected.shape}")
         result.cases.append(ParityCase(name, tuple(windows.shape), float(np.abs(got - expected).max())))
-    if tolerance is not None and result.max_abs_diff > tolerance:
-        raise ParityError(
-            f"split parts of {encoder_path} and torch differ by {result.max_abs_diff:.2e} > {tolerance:.0e}\n"
-            f"{result.table()}"
-        )
-    return result
+    return _within(result, tolerance, f"split parts of {encoder_path} and torch")
