@@ -106,21 +106,23 @@ class Client:
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         await asyncio.sleep(self.delay)
-        size = int(FRAME_S * 16000) * 2
         try:
             async with session.ws_connect(self.url, max_msg_size=0) as ws:
                 reader = asyncio.create_task(self._read(ws))
                 self.start = time.monotonic()
-                for i in range(self.frames):
-                    # audio up to (i+1)*FRAME_S exists only at that moment on a live call
-                    await asyncio.sleep(max(0.0, self.start + (i + 1) * FRAME_S - time.monotonic()))
-                    await ws.send_bytes(self.frame(i, size))
+                await self._send(ws, int(FRAME_S * 16000) * 2)
                 await ws.send_str('{"type": "end"}')
                 await reader
                 if ws.close_code not in (1000, None):
-                    self.error = f"closed {ws.close_code}"
+                    self.error = f"closed {ws.close_code}: {ws.exception() or ''}"
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             self.error = str(e) or type(e).__name__
+
+    async def _send(self, ws, size: int) -> None:
+        for i in range(self.frames):
+            # audio up to (i+1)*FRAME_S exists only at that moment on a live call
+            await asyncio.sleep(max(0.0, self.start + (i + 1) * FRAME_S - time.monotonic()))
+            await ws.send_bytes(self.frame(i, size))
 
     async def _read(self, ws) -> None:
         async for msg in ws:
@@ -143,28 +145,16 @@ class Burster(Client):
         self.burst = burst_s
         self.speed = speed * 0.95  # just inside the limit, whatever the timing jitter
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
-        await asyncio.sleep(self.delay)
-        size = int(FRAME_S * 16000) * 2
-        try:
-            async with session.ws_connect(self.url, max_msg_size=0) as ws:
-                reader = asyncio.create_task(self._read(ws))
-                self.start = time.monotonic()
-                i = 0
-                while time.monotonic() - self.start < self.wall:
-                    allowed = self.burst * 0.95 + self.speed * (time.monotonic() - self.start)
-                    if (i + 1) * FRAME_S > allowed:
-                        await asyncio.sleep(FRAME_S / self.speed)
-                        continue
-                    await ws.send_bytes(self.frame(i, size))  # blocks while the server pushes back
-                    i += 1
-                self.frames = i
-                await ws.send_str('{"type": "end"}')
-                await reader
-                if ws.close_code not in (1000, None):
-                    self.error = f"closed {ws.close_code}: {ws.exception() or ''}"
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-            self.error = str(e) or type(e).__name__
+    async def _send(self, ws, size: int) -> None:
+        i = 0
+        while time.monotonic() - self.start < self.wall:
+            allowed = self.burst * 0.95 + self.speed * (time.monotonic() - self.start)
+            if (i + 1) * FRAME_S > allowed:
+                await asyncio.sleep(FRAME_S / self.speed)
+                continue
+            await ws.send_bytes(self.frame(i, size))  # blocks while the server pushes back
+            i += 1
+        self.frames = i
 
 
 def metric(text: str, name: str) -> float:
