@@ -105,6 +105,10 @@ class Scorer:
         if inter_threads:
             options.inter_op_num_threads = inter_threads
         options.log_severity_level = 3
+        # Idle pool threads that spin between calls take the cores the server's event loop
+        # and the other calls need (measured: 100 live streams, p99 237 -> 138 ms, server CPU
+        # 157 -> 87 %).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # The arena keeps the memory of the largest batch ever run; a server must return to
         # its baseline after bursts (measured: 380 MB held vs 197 MB, at 1-3 % of speed).
         options.enable_cpu_mem_arena = False

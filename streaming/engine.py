@@ -11,7 +11,9 @@ When the scorer has split parts (``scorer.split``) whose chunk is the engine's h
 hop of each stream is encoded once, the new hops of a batch in one call, and a window
 is scored by the light head from its chunks' cached embeddings: the same number as the
 whole model on that window, at about a third of the encoder work for 3 s windows and a
-1 s hop. Windows off the hop grid (a stream's tail, a stream shorter than a window) and
+1 s hop. The hops before a stream's first window are encoded as they arrive, so a call's
+first window costs no more than any other and calls starting together do not pile up
+three hops each at once. Windows off the hop grid (a stream's tail, a stream shorter than a window) and
 models without chunks are scored whole.
 """
 
@@ -53,6 +55,7 @@ class _Window:
     start: int  # first sample, stream time
     length: int
     completed: float  # time.monotonic() when its last sample arrived
+    encode_only: bool = False  # a hop before the stream's first window: encoded, not scored
 
 
 class _Stream:
@@ -276,7 +279,15 @@ class Engine:
             await stream.room.wait()
         now = time.monotonic()
         stream.clock.arrive(now, len(samples))
-        for start in stream.windower.push(samples):
+        before = stream.windower.total
+        starts = stream.windower.push(samples)
+        if self.split is not None:
+            # hops that end before the first window does (the first window encodes its last)
+            first_end = (before // self.hop + 1) * self.hop
+            for end in range(first_end, min(stream.windower.total, self.window - 1) + 1, self.hop):
+                stream.windower.hold(end - self.hop)
+                self._enqueue(_Window(stream, end - self.hop, self.hop, now, encode_only=True))
+        for start in starts:
             self._enqueue(_Window(stream, start, self.window, now))
 
     def end_stream(self, stream_id: str, reason: str = "end") -> None:
@@ -319,7 +330,8 @@ class Engine:
 
     def _drop(self, windows: list[_Window]) -> None:
         for window in windows:
-            self.windows_dropped += 1
+            # a dropped early hop is only encoded later, with the first window
+            self.windows_dropped += not window.encode_only
             window.stream.pending -= 1
             self._maybe_finish(window.stream)
 
@@ -378,9 +390,13 @@ class Engine:
                 done = time.monotonic()
                 self._observe(self.inference_counts, done - began)
                 self.inference_sum += done - began
-                self._recent_batches.append((done, len(batch)))
+                self._recent_batches.append((done, sum(not w.encode_only for w in batch)))
                 for window, result in zip(batch, results):
-                    self._publish_score(window, *result, done)
+                    if window.encode_only:
+                        window.stream.pending -= 1
+                        self._maybe_finish(window.stream)
+                    else:
+                        self._publish_score(window, *result, done)
 
     def _next_batch(self) -> list[_Window]:
         """The windows due soon, earliest first; when none is, a little catch-up work.
@@ -401,17 +417,18 @@ class Engine:
         """Runs in the worker thread: levels and VAD for every window (row ``i`` of
         ``batch`` holds ``windows[i]``), then the model for the windows with speech:
         from per-hop embeddings where the engine splits, else one whole-window call per
-        window length (all full windows share one)."""
+        window length (all full windows share one). Encode-only hops get ``None``."""
         lengths = [w.length for w in windows]
         features = [
-            (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x))
-            for x in (row[:n] for row, n in zip(batch, lengths))
+            None if w.encode_only else (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x))
+            for w, x in zip(windows, (row[:n] for row, n in zip(batch, lengths)))
         ]
         mos: list[float | None] = [None] * len(lengths)
-        speech = [i for i, (ratio, _, _) in enumerate(features) if ratio >= self.min_speech_ratio]
+        speech = [i for i, f in enumerate(features) if f is not None and f[0] >= self.min_speech_ratio]
         on_grid = [i for i in speech if self._on_hop_grid(windows[i])]
-        if on_grid:
-            for i, score in zip(on_grid, self._score_from_hops(batch, windows, on_grid)):
+        hops = [i for i, w in enumerate(windows) if w.encode_only]
+        if on_grid or hops:
+            for i, score in zip(on_grid, self._score_from_hops(batch, windows, on_grid, hops)):
                 mos[i] = float(score)
         by_length: dict[int, list[int]] = {}
         for i in speech:
@@ -423,19 +440,22 @@ class Engine:
             scores = self.scorer.score_windows(rows[:, :length])
             for i, score in zip(indices, np.asarray(scores, dtype=np.float64)):
                 mos[i] = float(score)
-        return [(m, *f) for m, f in zip(mos, features)]
+        return [None if f is None else (m, *f) for m, f in zip(mos, features)]
 
     def _on_hop_grid(self, window: _Window) -> bool:
         return self.split is not None and window.length == self.window and window.start % self.hop == 0
 
-    def _score_from_hops(self, batch: np.ndarray, windows: list[_Window], rows: list[int]) -> np.ndarray:
+    def _score_from_hops(
+        self, batch: np.ndarray, windows: list[_Window], rows: list[int], hops: list[int]
+    ) -> np.ndarray:
         """Scores of ``windows[i]`` for ``i`` in ``rows``: the hops not encoded yet, of
-        every stream, in one encoder call, then every window from its hops' embeddings."""
+        every stream (the encode-only ``hops`` too), in one encoder call, then every window
+        from its hops' embeddings."""
         hop, per_window = self.hop, self.window // self.hop
         new: dict[tuple[_Stream, int], int] = {}  # (stream, hop start) -> row of self._chunks
-        for i in rows:
+        for i in hops + rows:
             stream, start = windows[i].stream, windows[i].start
-            for k in range(per_window):
+            for k in range(windows[i].length // hop):
                 key = (stream, start + k * hop)
                 if key[1] not in stream.embeddings and key not in new:
                     self._chunks[len(new)] = batch[i, k * hop : (k + 1) * hop]
@@ -445,6 +465,8 @@ class Engine:
             for (stream, start), row in new.items():
                 # a copy, so a kept row does not hold the whole call's output alive
                 stream.embeddings[start] = encoded[row].copy()
+        if not rows:
+            return np.empty(0)
         embeddings = np.stack([
             [windows[i].stream.embeddings[windows[i].start + k * hop] for k in range(per_window)] for i in rows
         ])

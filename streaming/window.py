@@ -82,8 +82,15 @@ class Windower:
             raise ValueError(f"samples {start}..{start + length} are not held")
         out[:length] = self._buf[at : at + length]
 
+    def hold(self, start: int) -> None:
+        """Keep the samples from ``start`` (held audio, e.g. a hop still to be encoded)
+        until ``release(start)``."""
+        if start < self._base:
+            raise ValueError(f"sample {start} is no longer held")
+        self._held.append(start)
+
     def release(self, start: int) -> None:
-        """The window starting at ``start`` is done; its samples may go."""
+        """The window (or hold) starting at ``start`` is done; its samples may go."""
         self._held.remove(start)
         keep = self._keep_from()
         if self._buf.size > self._min_capacity and 4 * (self.total - keep) <= self._buf.size:
@@ -92,7 +99,7 @@ class Windower:
     def _keep_from(self) -> int:
         # the next window (or the tail that flush scores) needs the last window of audio
         latest = max(0, self.total - self.window)
-        return min(self._held[0], latest) if self._held else latest
+        return min(min(self._held), latest) if self._held else latest
 
     def _make_room(self, n: int) -> None:
         if self.total + n - self._base <= self._buf.size:

@@ -147,3 +147,33 @@ def test_engine_encodes_each_hop_once_and_scores_like_whole_windows(spread_model
 
 def test_engine_scores_whole_windows_when_its_hop_is_not_the_chunk(tiny_onnx_model):
     assert Engine(Scorer(tiny_onnx_model), hop_seconds=0.5).split is None
+
+
+def test_engine_encodes_a_streams_first_hops_as_they_arrive(spread_model, clean_speech):
+    """A call's first window then costs one hop, like every later one: calls that start
+    together do not all need three hops encoded in the same second."""
+    scorer = Scorer(spread_model)
+
+    async def run() -> tuple[list[int], list[dict]]:
+        encoded = []
+        async with Engine(scorer) as engine:
+            sub = engine.subscribe("call", types={"score"})
+            engine.open_stream("call", "test")
+            for second in range(3):
+                for i in range(second * SR, (second + 1) * SR, SR // 10):
+                    await engine.push("call", clean_speech[i : i + SR // 10])
+                for _ in range(500):
+                    if scorer.split.chunks_encoded > second:
+                        break
+                    await asyncio.sleep(0.01)
+                encoded.append(scorer.split.chunks_encoded)
+            engine.end_stream("call")
+            await engine.drain()
+            sub.close()
+            return encoded, [e async for e in sub]
+
+    encoded, events = asyncio.run(run())
+    assert encoded == [1, 2, 3]
+    assert [(e["t_start"], e["t_end"]) for e in events] == [(0.0, 3.0)]
+    whole = Scorer(spread_model, split=False).score_windows(clean_speech[None, : 3 * SR])
+    assert abs(events[0]["mos"] - float(whole[0])) <= TOLERANCE
