@@ -24,25 +24,29 @@ def pretrained_noise(tmp_path_factory, data_root):
     return out / "final.ckpt"
 
 
-def _records(gaps, start=1):
-    return [{"step": start + i, "sim_pos": g, "sim_neg": 0.0} for i, g in enumerate(gaps)]
+def _records(losses, start=1, gaps=None):
+    gaps = gaps or [0.0] * len(losses)
+    return [{"step": start + i, "loss": v, "sim_pos": g, "sim_neg": 0.0} for i, (v, g) in enumerate(zip(losses, gaps))]
 
 
-def test_plateau_waits_for_a_flat_gap():
-    rising = Plateau(window=3, patience=4, delta=0.01)
-    assert not any(rising(r) for r in _records([0.1 * i for i in range(30)]))
+def test_plateau_waits_for_a_flat_loss():
+    falling = Plateau(window=3, patience=4, delta=0.01)
+    assert not any(falling(r) for r in _records([5.0 * 0.9**i for i in range(30)]))
+    # a gap that narrows while the loss falls (embeddings leaving their first, alike state) is learning
+    narrowing = Plateau(window=3, patience=4, delta=0.01)
+    assert not any(narrowing(r) for r in _records([5.0 - 0.1 * i for i in range(30)], gaps=[0.4 - 0.01 * i for i in range(30)]))
 
     flat = Plateau(window=3, patience=4, delta=0.01)
-    said = [flat(r) for r in _records([0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3])]
-    # The 3-step average peaks at step 5 (0.3); 4 steps later, at step 9, it is flat.
+    said = [flat(r) for r in _records([3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])]
+    # The 3-step average is lowest from step 5 (1.0); 4 steps later, at step 9, it is flat.
     assert said == [False] * 8 + [True, True]
-    assert flat({"step": 11, "sim_pos": 5.0, "sim_neg": 0.0})  # once flat, stays flat
+    assert flat({"step": 11, "loss": 0.0, "sim_pos": 0.0, "sim_neg": 0.0})  # once flat, stays flat
 
-    collapsing = Plateau(window=2, patience=3, delta=0.0)
-    assert [collapsing(r) for r in _records([0.5, 0.4, 0.3, 0.2, 0.1])] == [False, False, False, False, True]
-    # Noise within delta is no improvement; records without similarities (validation) are skipped.
+    diverging = Plateau(window=2, patience=3, delta=0.0)
+    assert [diverging(r) for r in _records([1.0, 1.1, 1.2, 1.3, 1.4])] == [False, False, False, False, True]
+    # A fall within delta is no improvement; records without similarities (validation) are skipped.
     noisy = Plateau(window=1, patience=2, delta=0.05)
-    assert [noisy(r) for r in _records([0.30, 0.33, 0.31])] == [False, False, True]
+    assert [noisy(r) for r in _records([1.0, 0.97, 0.99])] == [False, False, True]
     assert not Plateau(1, 2, 0.0)({"step": 1, "val_pearson": 0.5})
     with pytest.raises(ValueError, match="positive"):
         Plateau(window=0, patience=3, delta=0.0)
@@ -50,7 +54,7 @@ def test_plateau_waits_for_a_flat_gap():
 
 def test_pretrain_until_flat_stops_and_stays_stopped(tmp_path, data_root):
     out = tmp_path / "pt"
-    # delta 10 can never be beaten: the best average is the first (step 2), flat at step 2 + 3.
+    # a fall of 1000 % can never happen: the best average is the first (step 2), flat at step 2 + 3.
     args = ["pretrain", "--config", "tiny", "--out", str(out), "--steps", "40", "--log-every", "1",
             "--until-flat", "--flat-window", "2", "--flat-patience", "3", "--flat-delta", "10"]
     assert cli.main(args) == 0

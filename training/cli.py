@@ -42,11 +42,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _until_flat(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-flat", action="store_true", default=None,
-                   help="stop stage 1 once the positive-negative similarity gap flattens (steps: a cap)")
-    p.add_argument("--flat-window", type=positive_int, help="steps the gap is averaged over (default 200)")
+                   help="stop stage 1 once its contrastive loss flattens (steps: a cap)")
+    p.add_argument("--flat-window", type=positive_int, help="steps the loss is averaged over (default 200)")
     p.add_argument("--flat-patience", type=positive_int,
-                   help="steps without an improvement of the averaged gap before stopping (default 500)")
-    p.add_argument("--flat-delta", type=non_negative_float, help="smallest improvement of the gap that counts (default 0.01)")
+                   help="steps without an improvement of the averaged loss before stopping (default 500)")
+    p.add_argument("--flat-delta", type=non_negative_float,
+                   help="smallest relative fall of the averaged loss that counts (default 0.01: 1 %%)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ class TrainConfig:
     impairments: str = "all"
     pretrain_lr: float = 5e-4
     # with until_flat, pretrain_steps is a cap: stop once the moving average (over flat_window
-    # steps) of the positive-negative similarity gap has not improved by flat_delta for
+    # steps) of the contrastive loss has not fallen by the fraction flat_delta for
     # flat_patience steps (see plateau.py)
     until_flat: bool = False
     flat_window: int = 200
