@@ -6,6 +6,8 @@ Silence gives ``SILENCE_DB`` instead of minus infinity, so levels stay JSON-able
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .audio import SAMPLE_RATE
@@ -96,6 +98,9 @@ def frame_energies_db(x: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = 0.0
 # silence or of pure noise would mean nothing (jsqa-score and the monitor alike).
 MIN_SPEECH_RATIO = 0.2
 SPEECH_BAND_HZ = (300.0, 3400.0)
+# The VAD band-limits audio in blocks this long: the engine's hop, so each hop is measured once.
+VAD_BLOCK_SECONDS = 1.0
+CLIP_LEVEL = 0.999  # magnitude counted as clipped
 
 
 def has_speech(x: np.ndarray, sr: int = SAMPLE_RATE) -> bool:
@@ -117,13 +122,54 @@ def speech_ratio(
     windows of noise alone against 29 %). A frame is speech when its level is
     above ``floor_db`` (silence, hiss) and at least ``rise_db`` above the window's noise floor
     (its 5th-percentile frame level), so a steady noise of any level is not speech while
-    speech over that noise is.
+    speech over that noise is. The band is taken block by block (``VAD_BLOCK_SECONDS``).
     """
-    levels = frame_energies_db(_speech_band(np.asarray(x, dtype=np.float64), sr), sr)
+    return ratio_from_levels(band_levels(x, sr), floor_db, rise_db)
+
+
+def ratio_from_levels(levels: np.ndarray, floor_db: float = -55.0, rise_db: float = 10.0) -> float:
+    """:func:`speech_ratio` from the window's speech-band frame levels."""
     if levels.size == 0:
         return 0.0
     threshold = max(floor_db, float(np.percentile(levels, 5)) + rise_db)
     return float(np.mean(levels > threshold))
+
+
+def band_levels(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Speech-band level in dB of each 20 ms frame, band-limited one block at a time: a
+    stream cut into blocks measures each block once, and its windows reuse the blocks."""
+    x = np.asarray(x, dtype=np.float64)
+    block = round(VAD_BLOCK_SECONDS * sr)
+    parts = [frame_energies_db(_speech_band(x[i : i + block], sr), sr) for i in range(0, x.size, block)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+@dataclass(frozen=True)
+class BlockLevels:
+    """What the VAD and the level and clipping meters need of one block of audio, so a
+    window's figures come from its blocks' (:func:`window_levels`) without reading it again."""
+
+    band: np.ndarray  # speech-band frame levels, dB
+    power_sum: float
+    clipped: int
+    samples: int
+
+    @classmethod
+    def measure(cls, x: np.ndarray, sr: int = SAMPLE_RATE) -> BlockLevels:
+        x64 = np.asarray(x, dtype=np.float64)
+        return cls(band_levels(x64, sr), float(np.dot(x64, x64)), int(np.count_nonzero(np.abs(x64) >= CLIP_LEVEL)),
+                   x64.size)
+
+
+def window_levels(blocks: list[BlockLevels]) -> tuple[float, float, float]:
+    """``(speech_ratio, level_dbfs, clipping_ratio)`` of the window made of ``blocks``."""
+    samples = sum(b.samples for b in blocks)
+    if samples == 0:
+        return 0.0, SILENCE_DB, 0.0
+    power = sum(b.power_sum for b in blocks) / samples
+    level = 10.0 * np.log10(power) if power > 0 else SILENCE_DB
+    ratio = ratio_from_levels(np.concatenate([b.band for b in blocks]))
+    return ratio, float(level), sum(b.clipped for b in blocks) / samples
 
 
 def _speech_band(x: np.ndarray, sr: int) -> np.ndarray:
@@ -133,7 +179,7 @@ def _speech_band(x: np.ndarray, sr: int) -> np.ndarray:
     return np.fft.irfft(spectrum, x.size)
 
 
-def clipping_ratio(x: np.ndarray, threshold: float = 0.999) -> float:
+def clipping_ratio(x: np.ndarray, threshold: float = CLIP_LEVEL) -> float:
     """Fraction of samples whose magnitude reaches ``threshold``."""
     x = np.asarray(x)
     if x.size == 0:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jsqa.audio import SAMPLE_RATE
-from jsqa.levels import clipping_ratio, level_dbfs, speech_ratio
+from jsqa.levels import VAD_BLOCK_SECONDS, BlockLevels, window_levels
 
 from .alerts import AlertTracker
 from .events import Alert, ScoreEvent, Stats, StreamEnded, StreamStarted
@@ -73,8 +73,9 @@ class _Stream:
         self.windows = 0
         self.scored = 0
         self.smoothed: float | None = None
-        # chunk start -> embedding of the hop starting there; only the scoring thread uses it
+        # hop start -> embedding / levels of the hop starting there; only the scoring thread uses them
         self.embeddings: dict[int, np.ndarray] = {}
+        self.levels: dict[int, BlockLevels] = {}
         self.recent: collections.deque[float] = collections.deque(maxlen=engine.mean_windows)
         self.mos_sum = 0.0
         self.worst: float | None = None
@@ -200,6 +201,8 @@ class Engine:
         self.stats_interval = stats_interval
         split = getattr(scorer, "split", None)
         self.split = split if split is not None and split.streams(self.window, self.hop) else None
+        # the VAD and meters measure each hop once when a hop is one of their blocks
+        self.hop_levels = self.hop == round(VAD_BLOCK_SECONDS * SAMPLE_RATE) and self.window % self.hop == 0
 
         self.windows_scored = 0
         self.windows_no_speech = 0
@@ -419,10 +422,7 @@ class Engine:
         from per-hop embeddings where the engine splits, else one whole-window call per
         window length (all full windows share one). Encode-only hops get ``None``."""
         lengths = [w.length for w in windows]
-        features = [
-            None if w.encode_only else (speech_ratio(x, SAMPLE_RATE), level_dbfs(x), clipping_ratio(x))
-            for w, x in zip(windows, (row[:n] for row, n in zip(batch, lengths)))
-        ]
+        features = [self._levels(w, row[: w.length]) for w, row in zip(windows, batch)]
         mos: list[float | None] = [None] * len(lengths)
         speech = [i for i, f in enumerate(features) if f is not None and f[0] >= self.min_speech_ratio]
         on_grid = [i for i in speech if self._on_hop_grid(windows[i])]
@@ -444,6 +444,26 @@ class Engine:
 
     def _on_hop_grid(self, window: _Window) -> bool:
         return self.split is not None and window.length == self.window and window.start % self.hop == 0
+
+    def _levels(self, window: _Window, x: np.ndarray) -> tuple[float, float, float] | None:
+        """``(speech_ratio, level_dbfs, clipping_ratio)`` of a window (None for an encode-only
+        hop), from its hops' measurements where they are blocks: each hop measured once."""
+        full = window.length == self.window and window.start % self.hop == 0
+        if not (self.hop_levels and (full or window.encode_only)):
+            return None if window.encode_only else window_levels([BlockLevels.measure(x)])
+        stream, hop = window.stream, self.hop
+        blocks = []
+        for k in range(window.length // hop):
+            start = window.start + k * hop
+            if start not in stream.levels:
+                stream.levels[start] = BlockLevels.measure(x[k * hop : (k + 1) * hop])
+            blocks.append(stream.levels[start])
+        if window.encode_only:
+            return None
+        # a stream's windows come in order: hops up to this window's first are in no later one
+        for key in [key for key in stream.levels if key <= window.start]:
+            del stream.levels[key]
+        return window_levels(blocks)
 
     def _score_from_hops(
         self, batch: np.ndarray, windows: list[_Window], rows: list[int], hops: list[int]

@@ -168,6 +168,24 @@ def test_rolling_mos_is_exponential_smoothing_and_mean_of_last_n(scorer, clean_s
         assert e["mos_mean"] == pytest.approx(np.mean(last))
 
 
+def test_window_levels_match_the_whole_window_measures(scorer, clean_speech):
+    """The engine measures each hop once and combines hops into windows; every window's VAD,
+    level and clipping figures are those of the window measured whole (the tail too)."""
+    from jsqa.levels import clipping_ratio, level_dbfs, speech_ratio
+
+    x = clean_speech[: 16000 * 7 + 4321].copy()
+    x[16000 * 5 : 16000 * 5 + 800] = 1.0  # some clipping to count
+    events, _ = asyncio.run(_run(scorer, {"a": _chunks(x)}))
+    scores = [e for e in events if e["type"] == "score"]
+    assert len(scores) == 6  # five windows on the hop grid and the tail
+    for e in scores:
+        w = x[round(e["t_start"] * 16000) : round(e["t_end"] * 16000)]
+        assert e["speech_ratio"] == pytest.approx(speech_ratio(w), abs=1e-12)
+        assert e["level_dbfs"] == pytest.approx(level_dbfs(w), abs=1e-9)
+        assert e["clipping_ratio"] == pytest.approx(clipping_ratio(w), abs=1e-12)
+    assert any(e["clipping_ratio"] > 0 for e in scores) and any(e["speech_ratio"] > 0.5 for e in scores)
+
+
 def test_windows_without_speech_are_marked_not_scored(scorer, clean_speech, noise_dir):
     from jsqa.audio import load_audio
 
