@@ -13,8 +13,9 @@ is scored by the light head from its chunks' cached embeddings: the same number 
 whole model on that window, at about a third of the encoder work for 3 s windows and a
 1 s hop. The hops before a stream's first window are encoded as they arrive, so a call's
 first window costs no more than any other and calls starting together do not pile up
-three hops each at once. Windows off the hop grid (a stream's tail, a stream shorter than a window) and
-models without chunks are scored whole.
+three hops each at once. Windows off the hop grid (a stream's tail, a stream shorter than
+a window) and models without chunks are scored whole. The VAD and the level and clipping
+meters likewise measure each 1 s hop once and combine a window from its hops.
 """
 
 from __future__ import annotations
