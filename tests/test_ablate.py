@@ -155,3 +155,16 @@ def test_ablate_refuses_a_stage1_checkpoint_of_the_other_kind(corpus, pretrained
     assert cli.main(["ablate", "--out", str(tmp_path / "b"), "--data", str(corpus), "--test", str(corpus),
                      "--budgets", "10,few"]) == 2
     assert "--budgets" in capsys.readouterr().err
+
+
+def test_change_vs_scratch_carries_welchs_interval_over_seeds():
+    from scipy.stats import ttest_ind
+
+    from jsqa.training.ablate_report import _change, _stats, difference_ci
+
+    arm, scratch = [0.50, 0.55, 0.60], [0.40, 0.45, 0.42]
+    low, high = difference_ci(_stats(arm), _stats(scratch))
+    expected = ttest_ind(arm, scratch, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((expected.low, expected.high))
+    assert _change(_stats(arm), _stats(scratch), True) == "+29.9 % (+0.127, 95 % CI +0.023 to +0.230, better)"
+    assert "CI" not in _change(_stats([0.5]), _stats([0.4]), True)  # one seed: no interval

@@ -80,6 +80,21 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
 
 
+def difference_ci(arm: dict, scratch: dict, level: float = 0.95) -> tuple[float, float] | None:
+    """Welch's interval for ``arm mean - scratch mean`` over seeds; None with one seed."""
+    from scipy.stats import t
+
+    if arm["n"] < 2 or scratch["n"] < 2:
+        return None
+    va, vs = arm["sd"] ** 2 / arm["n"], scratch["sd"] ** 2 / scratch["n"]
+    diff = arm["mean"] - scratch["mean"]
+    if va + vs == 0:
+        return diff, diff
+    df = (va + vs) ** 2 / (va**2 / (arm["n"] - 1) + vs**2 / (scratch["n"] - 1))
+    half = float(t.ppf(0.5 + level / 2, df)) * float(np.sqrt(va + vs))
+    return diff - half, diff + half
+
+
 def runs_line(runs: list[dict], arms: list[str], budgets: list[str]) -> str:
     parts = []
     for b in budgets:
@@ -114,8 +129,12 @@ def _change(arm: dict | None, scratch: dict | None, higher_better: bool) -> str:
     if not arm or not scratch or scratch["mean"] == 0:
         return "–"
     diff = arm["mean"] - scratch["mean"]
-    # The absolute change too: relative changes of near-zero correlations mislead.
-    return f"{100 * diff / abs(scratch['mean']):+.1f} % ({diff:+.3f}, {'better' if (diff > 0) == higher_better else 'worse'})"
+    ci = difference_ci(arm, scratch)
+    # The absolute change too (relative changes of near-zero correlations mislead), and its
+    # 95 % interval over seeds: an interval that holds 0 is no measured effect.
+    interval = f", 95 % CI {ci[0]:+.3f} to {ci[1]:+.3f}" if ci else ""
+    verdict = "better" if (diff > 0) == higher_better else "worse"
+    return f"{100 * diff / abs(scratch['mean']):+.1f} % ({diff:+.3f}{interval}, {verdict})"
 
 
 def best_arm(runs: list[dict], sections: dict, arms: list[str], budget: str) -> dict:
