@@ -27,7 +27,11 @@ def level_dbfs(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return SILENCE_DB
-    power = float(np.mean(x * x))
+    return power_dbfs(float(np.mean(x * x)))
+
+
+def power_dbfs(power: float) -> float:
+    """A mean-square power in dBFS (``SILENCE_DB`` for none)."""
     return 10.0 * np.log10(power) if power > 0 else SILENCE_DB
 
 
@@ -166,8 +170,7 @@ def window_levels(blocks: list[BlockLevels]) -> tuple[float, float, float]:
     samples = sum(b.samples for b in blocks)
     if samples == 0:
         return 0.0, SILENCE_DB, 0.0
-    power = sum(b.power_sum for b in blocks) / samples
-    level = 10.0 * np.log10(power) if power > 0 else SILENCE_DB
+    level = power_dbfs(sum(b.power_sum for b in blocks) / samples)
     ratio = ratio_from_levels(np.concatenate([b.band for b in blocks]))
     return ratio, float(level), sum(b.clipped for b in blocks) / samples
 

@@ -461,9 +461,7 @@ class Engine:
             blocks.append(stream.levels[start])
         if window.encode_only:
             return None
-        # a stream's windows come in order: hops up to this window's first are in no later one
-        for key in [key for key in stream.levels if key <= window.start]:
-            del stream.levels[key]
+        _forget_through(stream.levels, window.start)
         return window_levels(blocks)
 
     def _score_from_hops(
@@ -491,14 +489,11 @@ class Engine:
         embeddings = np.stack([
             [windows[i].stream.embeddings[windows[i].start + k * hop] for k in range(per_window)] for i in rows
         ])
-        # a stream's windows are scored in order, so its hops up to the latest scored
-        # window's first are in no later window
         done: dict[_Stream, int] = {}
         for i in rows:
             done[windows[i].stream] = max(done.get(windows[i].stream, -1), windows[i].start)
         for stream, start in done.items():
-            for key in [key for key in stream.embeddings if key <= start]:
-                del stream.embeddings[key]
+            _forget_through(stream.embeddings, start)
         return self.split.score_embeddings(embeddings)
 
     def _publish_score(self, window: _Window, mos, ratio, level, clipping, done: float) -> None:
@@ -572,6 +567,13 @@ class Engine:
         while True:
             await asyncio.sleep(self.stats_interval)
             self._publish(Stats(**self.stats()).to_dict())
+
+
+def _forget_through(per_hop: dict[int, object], start: int) -> None:
+    """Drop a stream's cached hops up to ``start``, the first hop of a window just scored: a
+    stream's windows are scored in order, so no later window holds those hops."""
+    for key in [key for key in per_hop if key <= start]:
+        del per_hop[key]
 
 
 def _return_freed_memory() -> None:
