@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 import numpy as np
-from scipy.signal import butter, correlate, fftconvolve, sosfiltfilt
+from scipy.signal import butter, correlate, fftconvolve, istft, sosfiltfilt, stft
 
 from . import g711
 from .audio import SAMPLE_RATE, resample
@@ -307,8 +307,10 @@ class Codec(Impairment):
         coded = tmp / "coded.amr-nb"
         raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1"]
         mode = AMR_NB_KBPS.index(self.kbps)
-        _run([sox, "-q", *raw, "-r", str(SAMPLE_RATE), str(raw_in), "-r", "8000", "-C", str(mode), str(coded)])
-        _run([sox, "-q", str(coded), *raw, "-r", "8000", str(raw_out)])
+        # -D: SoX dithers with fresh random noise whenever it cuts the bit depth, so a clip
+        # would not re-render bit-identically from its recipe.
+        _run([sox, "-q", "-D", *raw, "-r", str(SAMPLE_RATE), str(raw_in), "-r", "8000", "-C", str(mode), str(coded)])
+        _run([sox, "-q", "-D", str(coded), *raw, "-r", "8000", str(raw_out)])
         return 8000
 
 
@@ -567,3 +569,55 @@ class Level(Impairment):
         if level <= -100:
             return x.copy()
         return np.clip(x * 10 ** ((self.dbfs - level) / 20), -1.0, 1.0).astype(np.float32)
+
+
+RESYNTH_FFT = 512  # 32 ms frames every 8 ms: a speech vocoder's analysis resolution
+
+
+def _band_interpolation(bands: int, bins: int) -> np.ndarray:
+    """``[bands, bins]`` triangles centred on ``bands`` points evenly spaced in mel from 0 Hz to
+    Nyquist; each bin's weights sum to 1, so ``W.T @ band_values`` interpolates between centres."""
+    mel_max = 2595.0 * math.log10(1.0 + (SAMPLE_RATE / 2) / 700.0)
+    centres = 700.0 * (10 ** (np.linspace(0.0, mel_max, bands) / 2595.0) - 1.0)
+    freqs = np.linspace(0.0, SAMPLE_RATE / 2, bins)
+    eye = np.eye(bands)
+    return np.stack([np.interp(freqs, centres, eye[b]) for b in range(bands)])
+
+
+@dataclass(frozen=True)
+class Resynthesis(Impairment):
+    """What a low-rate vocoder or neural codec does to speech: the short-time magnitude survives
+    only as an envelope on ``bands`` mel bands (the harmonic detail between them is lost); the
+    phase is the input's (``iterations=None``, mild) or rebuilt from random phase by that many
+    Griffin-Lim iterations (harsh). The RMS is kept, and the output stays wideband, so
+    bandwidth alone does not give it away."""
+
+    bands: int
+    iterations: int | None = None
+
+    def __post_init__(self):
+        if self.bands < 2 or (self.iterations is not None and self.iterations < 0):
+            raise ValueError(f"need bands >= 2 and iterations >= 0 or None, got {self.bands}, {self.iterations}")
+
+    def __call__(self, x, rng):
+        x = _mono(x)
+        rms_in = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+        if rms_in == 0.0:
+            return x.copy()
+        frames = {"fs": SAMPLE_RATE, "nperseg": RESYNTH_FFT, "noverlap": RESYNTH_FFT * 3 // 4}
+        _, _, spec = stft(x.astype(np.float64), **frames)
+        weights = _band_interpolation(self.bands, spec.shape[0])
+        band_mean = (weights @ np.abs(spec)) / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        envelope = weights.T @ band_mean
+        if self.iterations is None:
+            phase = np.exp(1j * np.angle(spec))
+        else:
+            phase = np.exp(2j * np.pi * rng.random(spec.shape))
+            for _ in range(self.iterations):
+                _, y = istft(envelope * phase, **frames)
+                _, _, rebuilt = stft(_fit(y, x.size).astype(np.float64), **frames)
+                phase = np.exp(1j * np.angle(rebuilt))
+        _, y = istft(envelope * phase, **frames)
+        y = _fit(y, x.size).astype(np.float64)
+        rms_out = float(np.sqrt(np.mean(y**2)))
+        return _guard_peak(y * (rms_in / max(rms_out, 1e-12))).astype(np.float32)

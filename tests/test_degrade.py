@@ -73,6 +73,7 @@ def _severity(transform, x, seed=0):
     (imp.Chops(rate_hz=1), imp.Chops(rate_hz=10)),
     (imp.Overdrive(gain_db=3), imp.Overdrive(gain_db=30)),
     (imp.Overdrive(gain_db=3, soft=True), imp.Overdrive(gain_db=30, soft=True)),
+    (imp.Resynthesis(bands=128), imp.Resynthesis(bands=12)),
 ])
 def test_more_severe_parameters_degrade_more(mild, severe, clean_speech):
     x = clean_speech[:48000]

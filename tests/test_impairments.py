@@ -21,6 +21,7 @@ from jsqa.impairments import (
     Gain,
     Narrowband,
     PacketLoss,
+    Resynthesis,
     Reverb,
     available_codecs,
 )
@@ -145,6 +146,20 @@ def test_codec_lower_bitrate_is_worse(speech, codec):
     low, high = {"opus": (6, 32), "mp3": (8, 32)}[codec]
     rng = np.random.default_rng(0)
     assert _snr(speech, Codec(codec, high)(speech, rng)) > _snr(speech, Codec(codec, low)(speech, rng)) + 0.5
+
+
+def test_resynthesis_keeps_level_and_band_and_rebuilt_phase_is_harsher(speech):
+    rng = np.random.default_rng(0)
+    kept = Resynthesis(bands=24)(speech, rng)
+    rebuilt = Resynthesis(bands=24, iterations=8)(speech, rng)
+    for y in (kept, rebuilt):
+        assert y.shape == speech.shape and y.dtype == np.float32
+        assert level_dbfs(y) == pytest.approx(level_dbfs(speech), abs=0.1)
+        # Wideband out: unlike a telephone codec, the band above 4 kHz keeps its energy.
+        assert _band_db(y, 4100, 8000) - _band_db(speech, 4100, 8000) > -6
+    assert np.corrcoef(kept, speech)[0, 1] > 0.5 > 0.2 > abs(np.corrcoef(rebuilt, speech)[0, 1])
+    with pytest.raises(ValueError, match="bands"):
+        Resynthesis(bands=1)
 
 
 def test_codec_without_ffmpeg_says_what_to_install(speech, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from jsqa.training import teachers
-from jsqa.training.labels import CorpusSpec, build_corpus, rerender
+from jsqa.training.labels import VERSION_FAMILIES, CorpusSpec, build_corpus, rerender
 
 SPEC = CorpusSpec(n_clips=8, seconds=1.0, seed=11)
 
@@ -86,3 +86,15 @@ def test_corpus_rerenders_bit_identically_from_its_csv(tmp_path, data_root):
         assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="other recipe"):
         rerender(packed, tmp_path / "c", CorpusSpec(n_clips=8, seconds=1.0, seed=12), progress=False)
+
+
+def test_a_corpus_made_before_a_family_was_added_still_rerenders(tmp_path, data_root):
+    old = CorpusSpec(n_clips=16, seconds=1.0, seed=11, version=2)
+    labels = build_corpus(tmp_path / "v2", old, teachers=[FakeTeacher()], workers=0, progress=False)
+    assert {"vocoder"} <= set(VERSION_FAMILIES[3]) - set(VERSION_FAMILIES[2])
+    assert not any("vocoder" in r["condition"] for r in _rows(labels))
+    copy = rerender(labels, tmp_path / "again", SPEC, progress=False)
+    for r in _rows(copy):
+        a, _ = sf.read(tmp_path / "v2" / r["path"], dtype="int16")
+        b, _ = sf.read(tmp_path / "again" / r["path"], dtype="int16")
+        assert np.array_equal(a, b)

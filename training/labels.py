@@ -23,7 +23,7 @@ import csv
 import gzip
 import json
 import multiprocessing as mp
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,20 @@ from jsqa.jnd import NoiseBank
 from . import teachers as teach
 from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, reference_of, read_rated, talkers
 
-LABEL_VERSION = 2
+LABEL_VERSION = 3
 COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
-TEST_KINDS = ("clean", *FAMILIES)
+# The families each corpus version draws from: a family added later must not change how an
+# older corpus re-renders.
+VERSION_FAMILIES = {
+    2: ("reverb", "echo", "talker", "noise", "mnru", "clipping", "level", "narrowband", "codec",
+        "chops", "packet_loss"),
+    3: tuple(FAMILIES),
+}
+
+
+def test_kinds(version: int = LABEL_VERSION) -> tuple[str, ...]:
+    """What the test split's clips are, in turn: clean, then each family of that version."""
+    return ("clean", *VERSION_FAMILIES[version])
 
 
 @dataclass(frozen=True)
@@ -84,10 +95,11 @@ def render(spec: CorpusSpec, index: int, sources: _Sources) -> tuple[np.ndarray,
     n = int(round(spec.seconds * SAMPLE_RATE))
     talker, clean = sources.pool.clip(n, rng)
     if spec.split == "test":
-        kind = TEST_KINDS[index % len(TEST_KINDS)]
+        kinds = test_kinds(spec.version)
+        kind = kinds[index % len(kinds)]
         recipe = [] if kind == "clean" else draw_recipe(rng, only=kind)
     else:
-        recipe = draw_recipe(rng, clean_fraction=spec.clean_fraction)
+        recipe = draw_recipe(rng, clean_fraction=spec.clean_fraction, families=VERSION_FAMILIES[spec.version])
     deg = build_chain(recipe, n, rng, sources)(clean, rng) if recipe else clean
     info = {"talker": talker, "recipe": recipe,
             "condition": "+".join(s["kind"] for s in recipe) or "clean"}
@@ -117,7 +129,7 @@ def _label_one(index: int) -> dict:
     values = {t.name: t(clean, deg) for t in w["teachers"]}
     return {"index": index, "path": rel.as_posix(), "mos": teach.label(values, w["teachers"]),
             "condition": info["condition"], "talker": info["talker"],
-            "recipe": json.dumps(info["recipe"], separators=(",", ":")), **values}
+            "recipe": _recipe_json(info), **values}
 
 
 def done_indices(labels_path: Path) -> set[int]:
@@ -180,13 +192,14 @@ def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, spee
     with opener(labels_csv, "rt", newline="") as fh:
         rows = list(csv.DictReader(fh))
     sources = _Sources(spec.split, speech, noise)
+    spec = _version_of(rows, spec, sources)
     with Progress(disable=not progress) as bar:
         for row in bar.track(rows, description="rendering"):
             path = out / row["path"]
             if path.exists():
                 continue
             _, deg, info = render(spec, int(row["index"]), sources)
-            if json.dumps(info["recipe"], separators=(",", ":")) != row["recipe"]:
+            if _recipe_json(info) != row["recipe"]:
                 raise ValueError(f"clip {row['index']} renders another recipe: the corpus was made "
                                  "with other data or code")
             write_audio(path, deg)
@@ -195,6 +208,22 @@ def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, spee
         writer.writeheader()
         writer.writerows(rows)
     return out / "labels.csv"
+
+
+def _version_of(rows: list[dict], spec: CorpusSpec, sources: _Sources, probes: int = 4) -> CorpusSpec:
+    """``spec`` at the newest corpus version that renders the recipes of the first few
+    non-clean rows (clean clips render alike in every version; the CSV does not record the
+    version its corpus was made with)."""
+    probe = [r for r in rows if r["recipe"] != "[]"][:probes]
+    for version in sorted(VERSION_FAMILIES, reverse=True):
+        candidate = replace(spec, version=version)
+        if all(_recipe_json(render(candidate, int(r["index"]), sources)[2]) == r["recipe"] for r in probe):
+            return candidate
+    return spec
+
+
+def _recipe_json(info: dict) -> str:
+    return json.dumps(info["recipe"], separators=(",", ":"))
 
 
 def check_dev(name: str = "p835_refcond") -> dict:

@@ -19,6 +19,7 @@ clipping       drive (dB)             1.5 dB       assumption (no published JND)
 level          active level (dB)      3 dB         assumption
 chops          rate (log2 /s)         0.5          assumption: half an octave
 packet_loss    rate (log2)            0.5          assumption: half an octave
+vocoder        mel bands (log2)       0.25         assumption: a fifth fewer bands
 codec, narrowband                     discrete     each setting is its own level
 =============  =====================  ===========  ===========================================
 """
@@ -119,6 +120,9 @@ _LIST = (
     Family("narrowband", {"mode": Param(choices=("bandpass", "mulaw", "alaw"))}, _narrowband,
            jnd=("mode", None)),
     Family("codec", {"codec": Param(choices=CODECS)}, _codec, jnd=("codec", None), weight=1.5),
+    Family("vocoder", {"bands": Param(12, 128, log=True), "iterations": Param(choices=(None, 4, 32))},
+           lambda p, n, rng, src: imp.Resynthesis(bands=round(p["bands"]), iterations=p["iterations"]),
+           jnd=("bands", 0.25), variant=("iterations",), weight=1.5),
     Family("chops", {"rate_hz": Param(1, 10, log=True), "mode": Param(choices=("zero", "drop"))},
            lambda p, n, rng, src: imp.Chops(rate_hz=p["rate_hz"], mode=p["mode"]),
            jnd=("rate_hz", 0.5), variant=("mode",)),
@@ -131,16 +135,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in _LIST}
 
 
 def draw_recipe(rng: np.random.Generator, clean_fraction: float = 0.1,
-                family_counts: tuple[float, ...] = (0.5, 0.35, 0.15), only: str | None = None) -> list[dict]:
+                family_counts: tuple[float, ...] = (0.5, 0.35, 0.15), only: str | None = None,
+                families: tuple[str, ...] | None = None) -> list[dict]:
     """The families and parameters of one clip, in physical order (empty: clean).
 
     ``family_counts[k]``: the chance of k + 1 families. ``only``: exactly that family.
+    ``families``: draw only from these (default all), as an older corpus did.
     """
     if only is not None:
         return [FAMILIES[only].draw(rng)]
     if rng.random() < clean_fraction:
         return []
-    names = list(FAMILIES)
+    names = [n for n in FAMILIES if families is None or n in families]
     weights = np.asarray([FAMILIES[n].weight for n in names])
     k = 1 + int(rng.choice(len(family_counts), p=np.asarray(family_counts) / sum(family_counts)))
     chosen = set(rng.choice(len(names), size=k, replace=False, p=weights / weights.sum()).tolist())
