@@ -36,6 +36,7 @@ from jsqa.scorer import DEFAULT_MODEL, Scorer
 
 DEV_SETS = ("p835_refcond", "codec_mushra", "warpq")
 CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsphinx")
+LABEL_COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
 
 
 def predict(scorer: Scorer, signals: list[np.ndarray]) -> np.ndarray:
@@ -62,11 +63,17 @@ def families(scorer: Scorer, test_csv: Path) -> dict:
     by = defaultdict(list)
     for i, r in enumerate(rows):
         by[r["condition"]].append(i)
+    # With two teachers, how far they agree within a family bounds what a student can learn:
+    # an intrusive teacher's variation that the degraded audio does not show is noise to it.
+    teachers = [c for c in rows[0] if c not in LABEL_COLUMNS]
+    scores = np.asarray([[float(r[c]) for c in teachers] for r in rows]) if len(teachers) == 2 else None
     out = {"all": {"n": len(rows), "pearson": metrics.pearson(pred, label), "rmse": metrics.rmse(pred, label)}}
     for cond, idx in sorted(by.items()):
         p, t = pred[idx], label[idx]
         out[cond] = {"n": len(idx), "pearson": metrics.pearson(p, t) if cond != "clean" else float("nan"),
                      "rmse": metrics.rmse(p, t), "pred_mean": float(p.mean()), "label_mean": float(t.mean())}
+        if scores is not None and cond != "clean":
+            out[cond]["teacher_agreement"] = metrics.pearson(scores[idx, 0], scores[idx, 1])
     return out
 
 
@@ -139,11 +146,17 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['rmse3']:.3f} | "
                      f"{r['rmse_raw']:.3f} | {r['pred_mean']:.2f} / {r['true_mean']:.2f} |")
     if "families" in rep:
-        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label |",
-                  "|---|---:|---:|---:|---|"]
+        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label | teachers agree (r) |",
+                  "|---|---:|---:|---:|---|---:|"]
         for name, r in rep["families"].items():
             extra = f" | {r['pred_mean']:.2f} / {r['label_mean']:.2f}" if "pred_mean" in r else " | "
-            lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} |")
+            agree = f"{r['teacher_agreement']:.2f}" if "teacher_agreement" in r else ""
+            lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} | {agree} |")
+        pairs = [(r["teacher_agreement"], r["pearson"]) for r in rep["families"].values() if "teacher_agreement" in r]
+        if len(pairs) > 2:
+            a, b = np.asarray(pairs).T
+            lines.append(f"\nAcross families, the model's Pearson correlates {metrics.pearson(a, b):.2f} "
+                         "with the teachers' agreement.")
     c = rep["clean"]
     lines += ["", "| clean speech, never trained on | n | mean | min | max |", "|---|---:|---:|---:|---:|"]
     for name, r in c["folders"].items():
