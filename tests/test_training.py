@@ -117,7 +117,9 @@ def test_evaluate_onnx_matches_the_runtime(tiny_onnx_model, corpus, tmp_path, ca
 
     items = read_rated(corpus)
     rep, pred = evaluate_path(tiny_onnx_model, items)
-    direct = [Scorer(tiny_onnx_model).score_file(it.path).mos for it in items]
+    # A clip with no speech has no MOS; evaluation scores it by the windows' mean, as the runtime computes it.
+    direct = [r.mos if r.mos is not None else r.model_mean
+              for r in (Scorer(tiny_onnx_model).score_file(it.path) for it in items)]
     assert np.allclose(pred, direct, atol=1e-5)
     assert rep["overall"]["n"] == 10
 
