@@ -33,10 +33,10 @@ from jsqa.data import find_data_root, list_audio
 from jsqa.noises import NOISE_DBFS, pink
 from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
+from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
 
 DEV_SETS = ("p835_refcond", "codec_mushra", "warpq")
 CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsphinx")
-LABEL_COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
 
 
 def predict(scorer: Scorer, signals: list[np.ndarray]) -> np.ndarray:
