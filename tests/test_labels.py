@@ -88,6 +88,31 @@ def test_corpus_rerenders_bit_identically_from_its_csv(tmp_path, data_root):
         rerender(packed, tmp_path / "c", CorpusSpec(n_clips=8, seconds=1.0, seed=12), progress=False)
 
 
+def test_rerendering_relabels_from_the_teachers_columns(tmp_path, data_root):
+    labels = build_corpus(tmp_path / "a", SPEC, teachers=[FakeTeacher()], workers=0, progress=False)
+    rows = _rows(labels)
+    for r in rows:
+        r.update(mos="9.9", pesq_wb="1.04", distillmos="2.0")
+    with open(labels, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    copy = rerender(labels, tmp_path / "b", SPEC, progress=False)
+    lifted = teachers.pesq_to_mos(1.04)
+    assert [float(r["mos"]) for r in _rows(copy)] == pytest.approx([(lifted + 2.0) / 2] * len(rows), abs=1e-4)
+
+
+def test_pesq_scale_is_lifted_at_its_floor_and_kept_above():
+    lqo = np.linspace(0.5, 4.7, 2000)
+    mos = np.array([teachers.pesq_to_mos(v) for v in lqo])
+    assert np.all(np.diff(mos) >= 0) and np.max(np.diff(mos)) < 0.02  # monotone, no step
+    assert mos[0] == pytest.approx(teachers.FLOOR_LIFT[0][1])
+    assert teachers.pesq_to_mos(4.64) == pytest.approx(5.0)
+    above = lqo > 3.0
+    stretched = 1.0 + 4.0 * (lqo[above] - 1.04) / (4.64 - 1.04)
+    np.testing.assert_allclose(mos[above], np.clip(stretched, 1, 5), atol=1e-9)
+
+
 def test_a_corpus_made_before_a_family_was_added_still_rerenders(tmp_path, data_root):
     old = CorpusSpec(n_clips=16, seconds=1.0, seed=11, version=2)
     labels = build_corpus(tmp_path / "v2", old, teachers=[FakeTeacher()], workers=0, progress=False)

@@ -185,7 +185,7 @@ def _write_rows(rows, writer, fh, bar, task) -> None:
 def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, speech: str | None = None,
              noise: str | None = None, progress: bool = True) -> Path:
     """Render the clips a (possibly gzipped) labels CSV describes into ``out_dir`` and write
-    its ``labels.csv`` there, without running any teacher."""
+    its ``labels.csv`` there, labelled from its teachers' columns, without running any teacher."""
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     opener = gzip.open if str(labels_csv).endswith(".gz") else open
@@ -203,6 +203,8 @@ def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, spee
                 raise ValueError(f"clip {row['index']} renders another recipe: the corpus was made "
                                  "with other data or code")
             write_audio(path, deg)
+    for row in rows:
+        row["mos"] = f"{teach.label_of_row(row):.4f}"
     with open(out / "labels.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
