@@ -123,3 +123,20 @@ def test_a_corpus_made_before_a_family_was_added_still_rerenders(tmp_path, data_
         a, _ = sf.read(tmp_path / "v2" / r["path"], dtype="int16")
         b, _ = sf.read(tmp_path / "again" / r["path"], dtype="int16")
         assert np.array_equal(a, b)
+
+
+def test_dev_check_measures_each_teacher_and_the_label_against_listeners(data_root):
+    from jsqa.training.dev_check import check_dev
+
+    report = check_dev(["p835_refcond"], ["pesq_wb"], progress=False)["p835_refcond"]
+    assert set(report) == {"pesq_wb", "label"}
+    assert report["label"] == report["pesq_wb"]  # one teacher: the label is its score
+    assert report["label"]["n"] == 78 and report["label"]["pearson"] > 0.85
+    assert 1.0 <= report["label"]["mean"] <= 5.0
+
+
+def test_label_without_out_says_what_is_missing(capsys):
+    from jsqa.training import cli
+
+    assert cli.main(["label", "--clips", "1"]) == 2
+    assert "--out is required" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw clips uniformly instead of evenly over the label range")
 
     p = sub.add_parser("label", help="build a teacher-labelled corpus (resumable: rerun to continue)")
-    p.add_argument("--out", required=True, help="corpus folder (clips/, labels.csv, corpus.json)")
+    p.add_argument("--out", help="corpus folder (clips/, labels.csv, corpus.json); needed unless --check-dev")
     p.add_argument("--split", choices=("train", "test"), default="train",
                    help="train: training talkers/noises; test: the held-out talkers and noises")
     p.add_argument("--clips", type=positive_int, default=20000)
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speech")
     p.add_argument("--noise")
     p.add_argument("--check-dev", action="store_true",
-                   help="only measure PESQ-WB against the human ratings of p835_refcond and exit")
+                   help="only measure how each of --teachers, and their mean (the label), track the "
+                        "human ratings of the dev sets with references, and exit (no --out needed)")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint or ONNX model on a labelled set")
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.onnx)")
@@ -187,17 +188,21 @@ def _run(args) -> int:
                         args.resume, args.validate_on)
         console.print(f"fine-tuned checkpoint: {path}")
     elif args.command == "label":
-        from .labels import CorpusSpec, build_corpus, check_dev, rerender
+        from .labels import CorpusSpec, build_corpus, rerender
 
         if args.check_dev:
-            console.print(check_dev())
+            from .dev_check import check_dev
+
+            _print_dev_check(console, check_dev(teacher_names=_names(args.teachers)))
             return 0
+        if not args.out:
+            raise ValueError("--out is required: the corpus folder to write (or resume)")
         spec = CorpusSpec(split=args.split, n_clips=args.clips, seconds=args.seconds, seed=args.seed)
         if args.render:
             path = rerender(args.render, args.out, spec, args.speech, args.noise)
         else:
             path = build_corpus(args.out, spec, args.speech, args.noise,
-                                [t.strip() for t in args.teachers.split(",") if t.strip()], args.workers)
+                                _names(args.teachers), args.workers)
         console.print(f"labels: {path}")
     elif args.command == "evaluate":
         from pathlib import Path
@@ -238,3 +243,19 @@ def _run(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _names(teachers: str) -> list[str]:
+    return [t.strip() for t in teachers.split(",") if t.strip()]
+
+
+def _print_dev_check(console, report: dict) -> None:
+    from rich.table import Column, Table
+
+    table = Table(Column("dev set", no_wrap=True), "scores", "n", "Pearson", "Spearman", "RMSE raw",
+                  "mean / listeners", title="teachers and their mean (the label) against listeners")
+    for name, rows in report.items():
+        for key, r in rows.items():
+            table.add_row(name, key, str(r["n"]), f"{r['pearson']:.3f}", f"{r['spearman']:.3f}",
+                          f"{r['rmse_raw']:.3f}", f"{r['mean']:.2f} / {r['true_mean']:.2f}")
+    console.print(table)

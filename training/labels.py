@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from jsqa.audio import SAMPLE_RATE, load_audio, write_audio
+from jsqa.audio import SAMPLE_RATE, write_audio
 from jsqa.degrade import FAMILIES, TalkerPool, build_chain, draw_recipe
 from jsqa.jnd import NoiseBank
 
 from . import teachers as teach
-from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, reference_of, read_rated, talkers
+from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, talkers
 
 LABEL_VERSION = 3
 COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
@@ -226,22 +226,3 @@ def _version_of(rows: list[dict], spec: CorpusSpec, sources: _Sources, probes: i
 
 def _recipe_json(info: dict) -> str:
     return json.dumps(info["recipe"], separators=(",", ":"))
-
-
-def check_dev(name: str = "p835_refcond") -> dict:
-    """How well PESQ-WB tracks the human ratings of a rated set that ships references."""
-    from jsqa import metrics
-
-    items = read_rated(name)
-    refs = reference_of(name)
-    lqo, true = [], []
-    for it in items:
-        ref, deg = load_audio(refs[it.path]), load_audio(it.path)
-        m = min(ref.size, deg.size)
-        lqo.append(teach.PesqWB()(ref[:m], deg[:m]))
-        true.append(it.mos)
-    mapped = np.asarray([teach.pesq_to_mos(v) for v in lqo])
-    true = np.asarray(true)
-    return {"set": name, "n": len(items), "pearson": metrics.pearson(mapped, true),
-            "spearman": metrics.spearman(mapped, true), "rmse_mapped_label": metrics.rmse(mapped, true)}
-
