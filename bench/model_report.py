@@ -33,9 +33,11 @@ from jsqa.data import find_data_root, list_audio
 from jsqa.noises import NOISE_DBFS, pink
 from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
+from jsqa.training.dev_check import DEV_SETS
 from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
+from jsqa.training.teachers import DistillMOS
 
-DEV_SETS = ("p835_refcond", "codec_mushra", "warpq")
+REFERENCE_FREE = DistillMOS.name
 CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsphinx")
 
 
@@ -74,6 +76,12 @@ def families(scorer: Scorer, test_csv: Path) -> dict:
                      "rmse": metrics.rmse(p, t), "pred_mean": float(p.mean()), "label_mean": float(t.mean())}
         if scores is not None and cond != "clean":
             out[cond]["teacher_agreement"] = metrics.pearson(scores[idx, 0], scores[idx, 1])
+        # DistillMOS is a reference-free model too: what it reaches against the label is a
+        # floor on what a reference-free student could reach on that family.
+        if REFERENCE_FREE in teachers and cond != "clean":
+            free = np.asarray([float(rows[i][REFERENCE_FREE]) for i in idx])
+            ok = np.isfinite(free)
+            out[cond]["reference_free_vs_label"] = metrics.pearson(free[ok], t[ok])
     return out
 
 
@@ -146,12 +154,13 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['rmse3']:.3f} | "
                      f"{r['rmse_raw']:.3f} | {r['pred_mean']:.2f} / {r['true_mean']:.2f} |")
     if "families" in rep:
-        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label | teachers agree (r) |",
-                  "|---|---:|---:|---:|---|---:|"]
+        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label | teachers agree (r) "
+                  "| DistillMOS vs label (r) |", "|---|---:|---:|---:|---|---:|---:|"]
         for name, r in rep["families"].items():
             extra = f" | {r['pred_mean']:.2f} / {r['label_mean']:.2f}" if "pred_mean" in r else " | "
             agree = f"{r['teacher_agreement']:.2f}" if "teacher_agreement" in r else ""
-            lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} | {agree} |")
+            free = f"{r['reference_free_vs_label']:.2f}" if "reference_free_vs_label" in r else ""
+            lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} | {agree} | {free} |")
         pairs = [(r["teacher_agreement"], r["pearson"]) for r in rep["families"].values() if "teacher_agreement" in r]
         if len(pairs) > 2:
             a, b = np.asarray(pairs).T
