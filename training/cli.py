@@ -241,10 +241,6 @@ def _run(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _names(teachers: str) -> list[str]:
     return [t.strip() for t in teachers.split(",") if t.strip()]
 
@@ -259,3 +255,7 @@ def _print_dev_check(console, report: dict) -> None:
             table.add_row(name, key, str(r["n"]), f"{r['pearson']:.3f}", f"{r['spearman']:.3f}",
                           f"{r['rmse_raw']:.3f}", f"{r['mean']:.2f} / {r['true_mean']:.2f}")
     console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
