@@ -8,11 +8,12 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from jsqa.model import load_checkpoint
 from jsqa.training import cli
-from jsqa.training.datasets import read_rated
+from jsqa.training.datasets import ClipBank, Rated, read_rated
 from jsqa.training.labels import CorpusSpec, build_corpus
 from jsqa.training.losses import supcon_loss
 from jsqa.training.loop import read_metrics
@@ -55,6 +56,28 @@ def test_read_rated_formats(tmp_path, speech_path, data_root):
         read_rated(tmp_path / "bad.csv")
 
 
+def test_speed_perturbation_shifts_pitch_and_keeps_length_and_label(tmp_path):
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), sr)
+    items = [Rated(tmp_path / "tone.wav", 3.5)]
+
+    def peaks(bank):
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(20):
+            x, mos = bank.batch(1, rng)
+            assert x.shape == (1, 3 * sr) and mos[0] == 3.5
+            out.append(np.argmax(np.abs(np.fft.rfft(x[0]))) * sr / x.shape[1])
+        return np.array(out)
+
+    assert np.allclose(peaks(ClipBank(items, 3.0)), 1000)
+    moved = peaks(ClipBank(items, 3.0, speed_perturb=0.1))
+    assert moved.min() >= 899 and moved.max() <= 1101 and moved.max() - moved.min() > 80
+    with pytest.raises(ValueError, match="speed_perturb"):
+        ClipBank(items, 3.0, speed_perturb=0.6)
+
+
 def test_label_corpus_is_scored_and_cached(corpus):
     rows = list(csv.DictReader(open(corpus)))
     assert len(rows) == 10
@@ -84,9 +107,10 @@ def test_pretrain_finetune_evaluate(pretrained, corpus, tmp_path, capsys):
     out = tmp_path / "ft"
     assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
                      "--out", str(out), "--steps", "3", "--validate-on", str(corpus),
-                     "--validate-every", "3"]) == 0
+                     "--validate-every", "3", "--speed-perturb", "0.1"]) == 0
     model, ckpt = load_checkpoint(out / "final.ckpt")
     assert ckpt["training"]["stage"] == "finetune"
+    assert ckpt["training"]["config"]["speed_perturb"] == 0.1
     assert ckpt["training"]["init"]["checkpoint"] == str(pretrained)
     assert ckpt["training"]["labelled_clips"] == 10
     assert -1 <= ckpt["metrics"]["val_pearson"] <= 1

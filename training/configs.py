@@ -38,6 +38,7 @@ class TrainConfig:
     finetune_lr: float = 2e-4
     head_lr_scale: float = 5.0
     balance: bool = True
+    speed_perturb: float = 0.0
     refresh_every: int = 0
     # both
     warmup_steps: int = 50

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from jsqa.audio import load_audio
 from jsqa.data import find_data_root, list_audio
@@ -146,17 +147,24 @@ class ClipBank:
     Clips longer than ``crop_seconds`` are cropped at random; shorter ones are padded with
     silence at the end. With ``balance`` clips are drawn with weights inverse to how common
     their label is (bins of ``BALANCE_BIN`` MOS), so every part of the scale is learnt
-    alike. ``refresh`` adds clips that appeared in the CSVs since (a corpus still being
-    labelled).
+    alike. With ``speed_perturb`` = a, each drawn crop is played at a random speed in
+    [1 - a, 1 + a] (tempo, pitch and formants together, as a vocal tract of another length
+    would sound), so the few training talkers and noises stand for many; the label is kept,
+    since the impairment moves with the speech. ``refresh`` adds clips that appeared in the
+    CSVs since (a corpus still being labelled).
     """
 
     BALANCE_BIN = 0.25
 
     def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = 16000,
                  balance: bool = False, sources: list[str] | None = None, limit: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, speed_perturb: float = 0.0):
+        if not 0.0 <= speed_perturb < 0.5:
+            raise ValueError(f"speed_perturb must be in [0, 0.5), got {speed_perturb}")
         self.n = int(round(crop_seconds * sample_rate))
+        self.sample_rate = sample_rate
         self.balance = balance
+        self.speed_perturb = speed_perturb
         self.sources, self.limit, self.seed = sources or [], limit, seed
         self.items: list[Rated] = []
         self.audio: list[np.ndarray] = []
@@ -190,11 +198,17 @@ class ClipBank:
         idx = rng.choice(len(self.items), size=min(size, len(self.items)), replace=False, p=self.p)
         out = np.zeros((idx.size, self.n), dtype=np.float32)
         for row, i in enumerate(idx):
+            speed = 1.0 + rng.uniform(-self.speed_perturb, self.speed_perturb) if self.speed_perturb else 1.0
+            need = int(np.ceil(self.n * speed))
             x = self.audio[i]
-            if x.size > self.n:
-                start = int(rng.integers(0, x.size - self.n + 1))
-                x = x[start : start + self.n]
-            out[row, : x.size] = x / 32767.0
+            if x.size > need:
+                start = int(rng.integers(0, x.size - need + 1))
+                x = x[start : start + need]
+            x = x / np.float32(32767.0)
+            if speed != 1.0:
+                # Read as if sampled at speed x the rate: played back faster and higher by `speed`.
+                x = soxr.resample(x, self.sample_rate * speed, self.sample_rate, quality="MQ")[: self.n]
+            out[row, : x.size] = x
         return out, self.mos[idx]
 
 

@@ -45,7 +45,7 @@ def finetune(
     seed_everything(seed + rank)
     items = select(load_items(data), limit, seed)
     bank = ClipBank(items, config.finetune_crop_seconds, balance=config.balance, sources=list(data),
-                    limit=limit, seed=seed)
+                    limit=limit, seed=seed, speed_perturb=config.speed_perturb)
     validate = None
     if validate_on:
         dev = read_rated(validate_on)
