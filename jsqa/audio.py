@@ -15,6 +15,15 @@ import soxr
 SAMPLE_RATE = 16000
 
 
+def hz_to_mel(f):
+    """The HTK mel scale (the model's front-end and the vocoder impairment share it)."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
 def to_mono(x: np.ndarray) -> np.ndarray:
     """Average the channels of a (frames, channels) array; 1-D input is returned as float32."""
     x = np.asarray(x, dtype=np.float32)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.signal import butter, correlate, fftconvolve, istft, sosfiltfilt, stft
 
 from . import g711
-from .audio import SAMPLE_RATE, resample
+from .audio import SAMPLE_RATE, hz_to_mel, mel_to_hz, resample
 from .levels import active_speech_level, level_dbfs
 from .noises import NAMED_NOISES, _load_cached, excerpt
 
@@ -577,8 +577,7 @@ RESYNTH_FFT = 512  # 32 ms frames every 8 ms: a speech vocoder's analysis resolu
 def _band_interpolation(bands: int, bins: int) -> np.ndarray:
     """``[bands, bins]`` triangles centred on ``bands`` points evenly spaced in mel from 0 Hz to
     Nyquist; each bin's weights sum to 1, so ``W.T @ band_values`` interpolates between centres."""
-    mel_max = 2595.0 * math.log10(1.0 + (SAMPLE_RATE / 2) / 700.0)
-    centres = 700.0 * (10 ** (np.linspace(0.0, mel_max, bands) / 2595.0) - 1.0)
+    centres = mel_to_hz(np.linspace(0.0, hz_to_mel(SAMPLE_RATE / 2), bands))
     freqs = np.linspace(0.0, SAMPLE_RATE / 2, bins)
     eye = np.eye(bands)
     return np.stack([np.interp(freqs, centres, eye[b]) for b in range(bands)])

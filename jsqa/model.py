@@ -26,12 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
 from transformers.models.hubert.modeling_hubert import HubertEncoder
 
-SAMPLE_RATE = 16000
+from .audio import SAMPLE_RATE, hz_to_mel, mel_to_hz
+
 WINDOW_SECONDS = 3.0
 HOP_SECONDS = 1.0
 SCORE_MIN = 1.0
@@ -139,14 +141,7 @@ def normalise_windows(audio: torch.Tensor) -> torch.Tensor:
 def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 20.0) -> torch.Tensor:
     """Triangular filters on the HTK mel scale, ``[n_mels, n_fft // 2 + 1]``, each of unit area
     (Slaney normalisation) so wide high bands do not dominate."""
-    def mel(f):
-        return 2595.0 * torch.log10(1.0 + f / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-
-    edges = hz(torch.linspace(float(mel(torch.tensor(fmin))), float(mel(torch.tensor(sr / 2))), n_mels + 2,
-                              dtype=torch.float64))
+    edges = torch.from_numpy(mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(sr / 2), n_mels + 2)))
     freqs = torch.linspace(0, sr / 2, n_fft // 2 + 1, dtype=torch.float64)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     tri = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0.0)
