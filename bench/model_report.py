@@ -69,20 +69,26 @@ def families(scorer: Scorer, test_csv: Path) -> dict:
     # an intrusive teacher's variation that the degraded audio does not show is noise to it.
     teachers = [c for c in rows[0] if c not in LABEL_COLUMNS]
     scores = np.asarray([[float(r[c]) for c in teachers] for r in rows]) if len(teachers) == 2 else None
-    out = {"all": {"n": len(rows), "pearson": metrics.pearson(pred, label), "rmse": metrics.rmse(pred, label)}}
+    out = {"all": {"n": len(rows), "pearson": _enough(metrics.pearson, pred, label), "rmse": metrics.rmse(pred, label)}}
     for cond, idx in sorted(by.items()):
         p, t = pred[idx], label[idx]
-        out[cond] = {"n": len(idx), "pearson": metrics.pearson(p, t) if cond != "clean" else float("nan"),
-                     "rmse": metrics.rmse(p, t), "pred_mean": float(p.mean()), "label_mean": float(t.mean())}
+        out[cond] = {"n": len(idx), "pearson": _enough(metrics.pearson, p, t) if cond != "clean" else float("nan"),
+                     "rmse": _enough(metrics.rmse, p, t), "pred_mean": float(p.mean()), "label_mean": float(t.mean())}
         if scores is not None and cond != "clean":
-            out[cond]["teacher_agreement"] = metrics.pearson(scores[idx, 0], scores[idx, 1])
+            out[cond]["teacher_agreement"] = _enough(metrics.pearson, scores[idx, 0], scores[idx, 1])
         # DistillMOS is a reference-free model too: what it reaches against the label is a
         # floor on what a reference-free student could reach on that family.
         if REFERENCE_FREE in teachers and cond != "clean":
             free = np.asarray([float(rows[i][REFERENCE_FREE]) for i in idx])
             ok = np.isfinite(free)
-            out[cond]["reference_free_vs_label"] = metrics.pearson(free[ok], t[ok])
+            out[cond]["reference_free_vs_label"] = _enough(metrics.pearson, free[ok], t[ok])
     return out
+
+
+def _enough(metric, pred: np.ndarray, true: np.ndarray) -> float:
+    """The metric, or NaN for a family too small to measure."""
+    return metric(pred, true) if len(pred) >= 3 else float("nan")
+
 
 
 def _talker(path: Path) -> str:

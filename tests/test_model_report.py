@@ -1,0 +1,41 @@
+"""bench/model_report.py, the model card's accuracy tables, run end to end on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPORT = Path(__file__).resolve().parents[1] / "bench" / "model_report.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("model_report", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path, capsys):
+    report = _load()
+    out = tmp_path / "report.json"
+    assert report.main(["--model", str(tiny_onnx_model), "--test", str(corpus), "--threads", "1",
+                        "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rep = json.loads(out.read_text())
+
+    assert {name: r["n"] for name, r in rep["dev"].items()} == {"p835_refcond": 78, "codec_mushra": 128, "warpq": 8}
+    assert all(-1 <= r["pearson"] <= 1 and r["rmse_raw"] > 0 for r in rep["dev"].values())
+    conditions = {r["condition"] for r in csv.DictReader(open(corpus))}
+    assert set(rep["families"]) == conditions | {"all"} and rep["families"]["all"]["n"] == 10
+    clean = rep["clean"]
+    assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
+    talker_means = list(clean["talkers"].values())
+    assert np.isclose(clean["talker_spread"], max(talker_means) - min(talker_means))
+    assert clean["speechocean_heldout"]["n"] > 0 and "teacher_mean" not in clean["speechocean_heldout"]
+    assert list(rep["pauses"]["snr"]) == ["30", "20", "10", "5", "0", "-5"]
+    for name in ("p835_refcond", "Spread between talker means", "SNR sweep", "MNRU sweep"):
+        assert name in printed
