@@ -29,7 +29,8 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
 
     assert {name: r["n"] for name, r in rep["dev"].items()} == {"p835_refcond": 78, "codec_mushra": 128, "warpq": 8}
     assert all(-1 <= r["pearson"] <= 1 and r["rmse_raw"] > 0 for r in rep["dev"].values())
-    conditions = {r["condition"] for r in csv.DictReader(open(corpus))}
+    with open(corpus, newline="") as fh:
+        conditions = {r["condition"] for r in csv.DictReader(fh)}
     assert set(rep["families"]) == conditions | {"all"} and rep["families"]["all"]["n"] == 10
     clean = rep["clean"]
     assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
