@@ -7,8 +7,8 @@ Two front-ends feed the transformer body of `transformers`' HuBERT (built from a
   the graph (the STFT as a fixed convolution, so torch and ONNX compute the same thing),
   floored 8 decades below the window's maximum as Whisper does, so exact digital zeros
   are an ordinary input, not an extreme one; then a strided convolutional stem to 25
-  frames a second and ``HubertEncoder``. Subtracting the window's maximum log power makes
-  the score independent of the level.
+  frames a second and ``HubertEncoder``. The log power is absolute, not relative to the
+  window's maximum: a call's level (too quiet, overdriven) is part of its quality.
 * ``waveform`` (the ``paper`` preset, the paper's network, for GPUs): ``HubertModel``'s
   convolutional waveform front-end on the window normalised to zero mean, unit variance.
 
