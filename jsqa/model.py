@@ -247,16 +247,20 @@ class JSQAModel(nn.Module):
         """``[N, chunk_samples]`` -> one mean-pooled embedding per chunk, ``[N, hidden]``."""
         return self.encoder(chunks).mean(dim=1)
 
-    def embed(self, audio: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> ``[B, hidden]``: the mean of the chunk embeddings (a last partial chunk
-        is zero-padded, like a pause) or, without chunks, of the whole window's frames."""
+    def chunk_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> ``[B, chunks, hidden]``, one embedding per chunk (a last partial chunk
+        is zero-padded, like a pause); without chunks, one for the whole window."""
         size = self.chunk_samples
         if not size:
-            return self.encoder(audio).mean(dim=1)
+            return self.encoder(audio).mean(dim=1, keepdim=True)
         batch = audio.shape[0]
         padded = nn.functional.pad(audio, (0, (size - audio.shape[1] % size) % size))
         chunks = self.encode_chunks(padded.reshape(-1, size))
-        return chunks.reshape(batch, -1, chunks.shape[-1]).mean(dim=1)
+        return chunks.reshape(batch, -1, chunks.shape[-1])
+
+    def embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> ``[B, hidden]``: the mean of the chunk embeddings."""
+        return self.chunk_embeddings(audio).mean(dim=1)
 
     def project(self, audio: torch.Tensor) -> torch.Tensor:
         """L2-normalised projection for the contrastive stage, ``[B, projection_dim]``."""

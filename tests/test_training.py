@@ -107,10 +107,13 @@ def test_pretrain_finetune_evaluate(pretrained, corpus, tmp_path, capsys):
     out = tmp_path / "ft"
     assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
                      "--out", str(out), "--steps", "3", "--validate-on", str(corpus),
-                     "--validate-every", "3", "--speed-perturb", "0.1"]) == 0
+                     "--validate-every", "3", "--speed-perturb", "0.1", "--chunk-loss", "0.5"]) == 0
     model, ckpt = load_checkpoint(out / "final.ckpt")
     assert ckpt["training"]["stage"] == "finetune"
     assert ckpt["training"]["config"]["speed_perturb"] == 0.1
+    # Each chunk was also scored alone, and that loss is logged beside the window's.
+    logged = read_metrics(out / "metrics.jsonl")
+    assert all(np.isfinite(r["chunk_loss"]) and r["chunk_loss"] > 0 for r in logged)
     assert ckpt["training"]["init"]["checkpoint"] == str(pretrained)
     assert ckpt["training"]["labelled_clips"] == 10
     assert -1 <= ckpt["metrics"]["val_pearson"] <= 1

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw clips uniformly instead of evenly over the label range")
     p.add_argument("--speed-perturb", type=non_negative_float, metavar="A",
                    help="play each crop at a random speed in [1-A, 1+A] (pseudo-talkers; e.g. 0.1)")
+    p.add_argument("--chunk-loss", type=non_negative_float, metavar="W",
+                   help="also score each 1 s chunk alone against the clip's label, weight W (e.g. 0.5)")
 
     p = sub.add_parser("label", help="build a teacher-labelled corpus (resumable: rerun to continue)")
     p.add_argument("--out", help="corpus folder (clips/, labels.csv, corpus.json); needed unless --check-dev")
@@ -150,7 +152,7 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance", "speed_perturb", "until_flat", "flat_window", "flat_patience", "flat_delta")}
+        "balance", "speed_perturb", "chunk_loss", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):

@@ -39,6 +39,7 @@ class TrainConfig:
     head_lr_scale: float = 5.0
     balance: bool = True
     speed_perturb: float = 0.0
+    chunk_loss: float = 0.0
     refresh_every: int = 0
     # both
     warmup_steps: int = 50

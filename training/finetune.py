@@ -64,6 +64,6 @@ def finetune(
         },
     )
     source = ClipSource(bank, config.batch_size, seed + 1000 * rank, config.refresh_every)
-    train(model, MOSTask(model), source, spec,
+    train(model, MOSTask(model, config.chunk_loss), source, spec,
           resume=resume, validate=validate)
     return Path(out_dir) / "final.ckpt"

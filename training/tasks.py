@@ -52,15 +52,22 @@ class ContrastiveTask(nn.Module):
 
 
 class MOSTask(nn.Module):
-    """Stage 2: MOS regression (MSE)."""
+    """Stage 2: MOS regression (MSE). With ``chunk_weight`` > 0 the head also scores each
+    chunk alone against the clip's label, weighted so, which asks every chunk's embedding to
+    carry the clip's quality rather than what was said in it."""
 
-    def __init__(self, model: JSQAModel):
+    def __init__(self, model: JSQAModel, chunk_weight: float = 0.0):
         super().__init__()
         self.model = model
+        self.chunk_weight = chunk_weight
 
     def forward(self, audio: torch.Tensor, mos: torch.Tensor):
-        pred = self.model(audio)
-        return mos_loss(pred, mos), {}
+        if not self.chunk_weight:
+            return mos_loss(self.model(audio), mos), {}
+        chunks = self.model.chunk_embeddings(audio)
+        window = mos_loss(self.model.mos_from_embedding(chunks.mean(dim=1)), mos)
+        each = mos_loss(self.model.mos_from_embedding(chunks), mos[:, None].expand(-1, chunks.shape[1]))
+        return window + self.chunk_weight * each, {"chunk_loss": float(each.detach())}
 
 
 class JNDSource:
