@@ -105,9 +105,11 @@ def clean_speech(scorer: Scorer, teacher: bool) -> dict:
     files = {name: list_audio(root / "speech" / name) for name in CLEAN_FOLDERS}
     p835 = load_rated_set(rated_set_path("p835_refcond"))
     files["p835_refcond c0"] = [f for f, c in zip(p835.files, p835.conditions) if c == "c0"]
-    out, talkers = {"folders": {}}, defaultdict(list)
+    out, talkers, window_sd = {"folders": {}}, defaultdict(list), []
     for name, paths in files.items():
-        pred = predict(scorer, [load_audio(f) for f in paths])
+        results = scorer.score_many([load_audio(f) for f in paths])
+        pred = np.asarray([r.mos if r.mos is not None else r.model_mean for r in results])
+        window_sd += [float(np.std([w.mos for w in r.windows])) for r in results if len(r.windows) >= 3]
         out["folders"][name] = {"n": len(paths), "mean": float(pred.mean()), "min": float(pred.min()),
                                 "max": float(pred.max())}
         for f, m in zip(paths, pred):
@@ -115,6 +117,9 @@ def clean_speech(scorer: Scorer, teacher: bool) -> dict:
     means = {t: float(np.mean(v)) for t, v in talkers.items()}
     out["talkers"] = means
     out["talker_spread"] = max(means.values()) - min(means.values())
+    # How much the score of clean speech moves from one 3 s window to the next within a file:
+    # what a live monitor shows as jitter on a clean call.
+    out["window_sd"] = {"files": len(window_sd), "mean": float(np.mean(window_sd)) if window_sd else float("nan")}
     out["speechocean_heldout"] = _speechocean(scorer, teacher)
     return out
 
@@ -179,6 +184,8 @@ def markdown(rep: dict) -> str:
     so = c["speechocean_heldout"]
     lines += ["", f"Spread between talker means: {c['talker_spread']:.2f} "
               f"({', '.join(f'{t} {m:.2f}' for t, m in sorted(c['talkers'].items()))}).",
+              f"Window-to-window SD of the score within a clean file (files of 3+ windows, "
+              f"{c['window_sd']['files']}): {c['window_sd']['mean']:.3f}.",
               f"Held-out speechocean762 talkers ({so['n']} files): model {so['model_mean']:.2f}"
               + (f", teachers' mean {so['teacher_mean']:.2f} (DistillMOS {so['distillmos_mean']:.2f})"
                  if "teacher_mean" in so else "") + "."]

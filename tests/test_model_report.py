@@ -36,7 +36,8 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
     talker_means = list(clean["talkers"].values())
     assert np.isclose(clean["talker_spread"], max(talker_means) - min(talker_means))
+    assert clean["window_sd"]["files"] > 0 and clean["window_sd"]["mean"] >= 0
     assert clean["speechocean_heldout"]["n"] > 0 and "teacher_mean" not in clean["speechocean_heldout"]
     assert list(rep["pauses"]["snr"]) == ["30", "20", "10", "5", "0", "-5"]
-    for name in ("p835_refcond", "Spread between talker means", "SNR sweep", "MNRU sweep"):
+    for name in ("p835_refcond", "Spread between talker means", "Window-to-window SD", "SNR sweep", "MNRU sweep"):
         assert name in printed
