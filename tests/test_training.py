@@ -171,3 +171,31 @@ def test_numeric_options_are_checked_by_the_parser(argv, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "error: argument" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_average_is_the_mean_of_the_weights_of_one_network(pretrained, corpus, tmp_path, capsys):
+    from jsqa.model import PRESETS, JSQAModel, save_checkpoint
+
+    runs = []
+    for seed in (1, 2):
+        out = tmp_path / f"ft{seed}"
+        assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
+                         "--out", str(out), "--steps", "2", "--seed", str(seed)]) == 0
+        runs.append(out / "final.ckpt")
+    soup = tmp_path / "soup.ckpt"
+    assert cli.main(["average", *map(str, runs), "--out", str(soup)]) == 0
+    (a, _), (b, _), (mean, ckpt) = (load_checkpoint(p) for p in (*runs, soup))
+    sa, sb = a.state_dict(), b.state_dict()
+    moved = [k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k])]
+    assert moved, "the two runs should differ"
+    for k, v in mean.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (sa[k] + sb[k]) / 2, atol=1e-6), k
+    assert [r["checkpoint"] for r in ckpt["training"]["averaged"]] == [str(p) for p in runs]
+
+    other = tmp_path / "other.ckpt"
+    save_checkpoint(other, JSQAModel({**PRESETS["tiny"], "hidden_size": 32, "intermediate_size": 64}))
+    capsys.readouterr()
+    assert cli.main(["average", str(runs[0]), str(other), "--out", str(tmp_path / "x.ckpt")]) == 2
+    assert "another network" in capsys.readouterr().err
+    assert cli.main(["average", str(runs[0]), "--out", str(tmp_path / "x.ckpt")]) == 2

@@ -5,6 +5,7 @@
     jsqa-train finetune --config small --init runs/pretrain/final.ckpt \\
                         --data runs/labels-train/labels.csv --out runs/finetune
     jsqa-train evaluate runs/finetune/final.ckpt --data codec_mushra
+    jsqa-train average  runs/a/final.ckpt runs/b/final.ckpt --out runs/soup.ckpt
     jsqa-train ablate   --data runs/labels-train/labels.csv --test runs/labels-test/labels.csv \\
                         --test codec_mushra --budgets 1000,all --seeds 0,1,2 --out runs/ablation
 
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play each crop at a random speed in [1-A, 1+A] (pseudo-talkers; e.g. 0.1)")
     p.add_argument("--chunk-loss", type=non_negative_float, metavar="W",
                    help="also score each 1 s chunk alone against the clip's label, weight W (e.g. 0.5)")
+
+    p = sub.add_parser("average", help="the equal-weight mean of fine-tuned checkpoints of one network")
+    p.add_argument("checkpoints", nargs="+", help="two or more .ckpt files (runs that share an ancestor)")
+    p.add_argument("--out", required=True, help="checkpoint to write")
 
     p = sub.add_parser("label", help="build a teacher-labelled corpus (resumable: rerun to continue)")
     p.add_argument("--out", help="corpus folder (clips/, labels.csv, corpus.json); needed unless --check-dev")
@@ -191,6 +196,13 @@ def _run(args) -> int:
         path = finetune(args.out, _config(args), args.data, args.init, args.seed, args.limit,
                         args.resume, args.validate_on)
         console.print(f"fine-tuned checkpoint: {path}")
+    elif args.command == "average":
+        from .average import average_checkpoints
+
+        for path in args.checkpoints:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: no such checkpoint")
+        console.print(f"averaged checkpoint: {average_checkpoints(args.checkpoints, args.out)}")
     elif args.command == "label":
         from .labels import CorpusSpec, build_corpus, rerender
 
