@@ -33,7 +33,7 @@ from jsqa.data import find_data_root, list_audio
 from jsqa.noises import NOISE_DBFS, pink
 from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
-from jsqa.training.dev_check import DEV_SETS
+from jsqa.training.datasets import RATED_SETS
 from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
 from jsqa.training.teachers import DistillMOS
 
@@ -42,12 +42,17 @@ CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsph
 
 
 def predict(scorer: Scorer, signals: list[np.ndarray]) -> np.ndarray:
-    return np.asarray([r.mos if r.mos is not None else r.model_mean for r in scorer.score_many(signals)])
+    return file_scores(scorer.score_many(signals))
+
+
+def file_scores(results) -> np.ndarray:
+    """Each file's MOS, or the mean of all its windows where no window has speech."""
+    return np.asarray([r.mos if r.mos is not None else r.model_mean for r in results])
 
 
 def dev_sets(scorer: Scorer) -> dict:
     out = {}
-    for name in DEV_SETS:
+    for name in RATED_SETS:
         rated = load_rated_set(rated_set_path(name))
         pred = predict(scorer, [load_audio(f) for f in rated.files])
         out[name] = {"n": len(pred), "pearson": metrics.pearson(pred, rated.mos),
@@ -90,7 +95,6 @@ def _enough(metric, pred: np.ndarray, true: np.ndarray) -> float:
     return metric(pred, true) if len(pred) >= 3 else float("nan")
 
 
-
 def _talker(path: Path) -> str:
     folder = path.parent.name
     if folder == "cmu_arctic":
@@ -108,7 +112,7 @@ def clean_speech(scorer: Scorer, teacher: bool) -> dict:
     out, talkers, window_sd = {"folders": {}}, defaultdict(list), []
     for name, paths in files.items():
         results = scorer.score_many([load_audio(f) for f in paths])
-        pred = np.asarray([r.mos if r.mos is not None else r.model_mean for r in results])
+        pred = file_scores(results)
         window_sd += [float(np.std([w.mos for w in r.windows])) for r in results if len(r.windows) >= 3]
         out["folders"][name] = {"n": len(paths), "mean": float(pred.mean()), "min": float(pred.min()),
                                 "max": float(pred.max())}

@@ -199,9 +199,6 @@ def _run(args) -> int:
     elif args.command == "average":
         from .average import average_checkpoints
 
-        for path in args.checkpoints:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: no such checkpoint")
         console.print(f"averaged checkpoint: {average_checkpoints(args.checkpoints, args.out)}")
     elif args.command == "label":
         from .labels import CorpusSpec, build_corpus, rerender

@@ -16,13 +16,12 @@ from jsqa import metrics
 from jsqa.audio import load_audio
 
 from . import teachers as teach
-from .datasets import read_rated, reference_of
+from .datasets import RATED_SETS, read_rated, reference_of
 
-DEV_SETS = ("p835_refcond", "codec_mushra", "warpq")
 LABEL = "label"
 
 
-def check_dev(names=DEV_SETS, teacher_names=teach.DEFAULT_TEACHERS, progress: bool = True) -> dict:
+def check_dev(names=RATED_SETS, teacher_names=teach.DEFAULT_TEACHERS, progress: bool = True) -> dict:
     """``{set: {teacher or "label": {n, pearson, spearman, rmse_raw, mean, true_mean}}}``."""
     teachers = teach.make_teachers(teacher_names)
     out = {}
