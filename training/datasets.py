@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from jsqa.audio import load_audio
+from jsqa.audio import SAMPLE_RATE, load_audio
 from jsqa.data import find_data_root, list_audio
 from jsqa.rated import load_rated_set, rated_set_path
 
@@ -156,7 +156,7 @@ class ClipBank:
 
     BALANCE_BIN = 0.25
 
-    def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = 16000,
+    def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = SAMPLE_RATE,
                  balance: bool = False, sources: list[str] | None = None, limit: int | None = None,
                  seed: int = 0, speed_perturb: float = 0.0):
         if not 0.0 <= speed_perturb < 0.5:
