@@ -1,11 +1,14 @@
 """The model card's accuracy tables for one JSQA model, from one command.
 
     python bench/model_report.py [--model FILE] [--test runs/labels-test/labels.csv] [--teacher]
+                                 [--fit runs/labels-train/labels.csv]
 
 * Rated dev sets (human MOS, never trained on): per-file Pearson, Spearman, RMSE after a
   third-order monotonic mapping (ITU-T P.1401) and raw RMSE (alerts fire on the raw scale).
 * The held-out synthetic test (held-out talkers and noises, teacher labels): Pearson per
-  impairment family against its label.
+  impairment family against its label. ``--fit`` makes the same table on clips the model
+  trained on (``--fit-clips`` per condition): a family low on both underfits, a family low only
+  held out does not generalise.
 * Clean speech never trained on: mean per folder and per talker, and the spread between
   talkers; the held-out speechocean762 talkers against the teachers' mean on the same files
   (``--teacher`` runs DistillMOS for that; PESQ-WB of a clean file against itself is 5).
@@ -62,9 +65,11 @@ def dev_sets(scorer: Scorer) -> dict:
     return out
 
 
-def families(scorer: Scorer, test_csv: Path) -> dict:
+def families(scorer: Scorer, test_csv: Path, per_condition: int | None = None) -> dict:
     with open(test_csv, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if np.isfinite(float(r["mos"]))]
+    if per_condition:
+        rows = _sample(rows, per_condition)
     pred = predict(scorer, [load_audio(test_csv.parent / r["path"]) for r in rows])
     label = np.asarray([float(r["mos"]) for r in rows])
     by = defaultdict(list)
@@ -88,6 +93,17 @@ def families(scorer: Scorer, test_csv: Path) -> dict:
             ok = np.isfinite(free)
             out[cond]["reference_free_vs_label"] = _enough(metrics.pearson, free[ok], t[ok])
     return out
+
+
+def _sample(rows: list[dict], per_condition: int) -> list[dict]:
+    """Up to ``per_condition`` rows of each condition, the same ones every run."""
+    by = defaultdict(list)
+    for r in rows:
+        by[r["condition"]].append(r)
+    rng = np.random.default_rng(0)
+    return [r for _, group in sorted(by.items())
+            for r in (group if len(group) <= per_condition else
+                      [group[i] for i in sorted(rng.choice(len(group), per_condition, replace=False))])]
 
 
 def _enough(metric, pred: np.ndarray, true: np.ndarray) -> float:
@@ -168,15 +184,17 @@ def markdown(rep: dict) -> str:
     for name, r in rep["dev"].items():
         lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['rmse3']:.3f} | "
                      f"{r['rmse_raw']:.3f} | {r['pred_mean']:.2f} / {r['true_mean']:.2f} |")
-    if "families" in rep:
-        lines += ["", "| held-out synthetic family | n | Pearson vs label | RMSE | mean pred / label | teachers agree (r) "
+    for key, title in (("families", "held-out synthetic family"), ("fit", "family, clips trained on")):
+        if key not in rep:
+            continue
+        lines += ["", f"| {title} | n | Pearson vs label | RMSE | mean pred / label | teachers agree (r) "
                   "| DistillMOS vs label (r) |", "|---|---:|---:|---:|---|---:|---:|"]
-        for name, r in rep["families"].items():
+        for name, r in rep[key].items():
             extra = f" | {r['pred_mean']:.2f} / {r['label_mean']:.2f}" if "pred_mean" in r else " | "
             agree = f"{r['teacher_agreement']:.2f}" if "teacher_agreement" in r else ""
             free = f"{r['reference_free_vs_label']:.2f}" if "reference_free_vs_label" in r else ""
             lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['rmse']:.3f}{extra} | {agree} | {free} |")
-        pairs = [(r["teacher_agreement"], r["pearson"]) for r in rep["families"].values() if "teacher_agreement" in r]
+        pairs = [(r["teacher_agreement"], r["pearson"]) for r in rep[key].values() if "teacher_agreement" in r]
         if len(pairs) > 2:
             a, b = np.asarray(pairs).T
             lines.append(f"\nAcross families, the model's Pearson correlates {metrics.pearson(a, b):.2f} "
@@ -204,6 +222,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--test", type=Path, help="labels.csv of the held-out synthetic test")
+    parser.add_argument("--fit", type=Path, help="labels.csv of a training corpus: the family table on clips trained on")
+    parser.add_argument("--fit-clips", type=int, default=100, help="clips per condition for --fit (default 100)")
     parser.add_argument("--teacher", action="store_true", help="run DistillMOS on held-out clean talkers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -212,6 +232,8 @@ def main(argv=None) -> int:
     rep = {"model": str(args.model), "dev": dev_sets(scorer)}
     if args.test:
         rep["families"] = families(scorer, args.test)
+    if args.fit:
+        rep["fit"] = families(scorer, args.fit, per_condition=args.fit_clips)
     rep["clean"] = clean_speech(scorer, args.teacher)
     rep["pauses"] = pauses_and_sweeps(scorer)
     print(markdown(rep))

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "both axes dynamic; sample rate, window, hop, score range, preset, training summary and metrics "
         "stored as metadata. A model that encodes 1 s chunks (the tiny and small presets) also gets its split "
         "parts for streaming beside the file: OUTPUT.encoder.onnx (audio [N, chunk] -> embedding) and "
-        "OUTPUT.head.onnx (embeddings [B, n, hidden] -> mos), checked against torch too.",
+        "OUTPUT.head.onnx (embeddings [B, n, width] -> mos), checked against torch too.",
     )
     onnx.add_argument("checkpoint", type=Path, help="checkpoint written by jsqa-train (torch .pt)")
     onnx.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: CHECKPOINT with .onnx)")

@@ -1,8 +1,8 @@
 """Export a chunked model's split parts beside its whole-window file.
 
-``X.encoder.onnx`` encodes ``audio [N, chunk_samples]`` to ``embedding [N, hidden]``;
-``X.head.onnx`` scores ``embeddings [B, n, hidden]`` (the n chunks of B windows) to
-``mos [B]`` as the whole model does: the mean over the chunks, then the MOS head. Both
+``X.encoder.onnx`` encodes ``audio [N, chunk_samples]`` to ``embedding [N, width]``;
+``X.head.onnx`` scores ``embeddings [B, n, width]`` (the n chunks of B windows) to
+``mos [B]`` as the whole model does: the chunks pooled, then the MOS head. Both
 carry the whole model's metadata plus ``part`` and ``chunk_seconds``, and are checked
 against torch (:func:`jsqa.export.parity.check_split_parity`) on every export.
 """
@@ -38,7 +38,7 @@ class WindowHead(nn.Module):
         self.model = model
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.model.mos_from_embedding(embeddings.mean(dim=1))
+        return self.model.mos_from_embedding(self.model.pool_chunks(embeddings))
 
 
 @dataclass
@@ -71,7 +71,7 @@ def export_split(
     engine's split scores stay those of the model it was given.
     """
     chunk = model.chunk_samples
-    hidden = model.config["hidden_size"]
+    width = model.chunk_embedding_size
     sample_rate = int(metadata["sample_rate"])
     window_seconds = float(metadata["window_seconds"])
     generator = torch.Generator().manual_seed(0)
@@ -83,7 +83,7 @@ def export_split(
         ),
         "head": (
             WindowHead(model).eval(),
-            torch.randn(2, 3, hidden, generator=generator),
+            torch.randn(2, 3, width, generator=generator),
             ("embeddings", "mos", {0: ("batch", 1, 4096), 1: ("window_chunks", 1, 3600)}),
         ),
     }

@@ -12,8 +12,10 @@ Two front-ends feed the transformer body of `transformers`' HuBERT (built from a
 * ``waveform`` (the ``paper`` preset, the paper's network, for GPUs): ``HubertModel``'s
   convolutional waveform front-end on the window normalised to zero mean, unit variance.
 
-Frames are mean-pooled into one embedding per window; ``project`` maps it to an
-L2-normalised vector for the contrastive stage and ``forward`` to a MOS in [1, 5].
+Frames are pooled into one embedding per window, by their mean or (``pooling:
+"attention"``) by weights the network learns, so pauses and what was said need not count as
+much as the sound of the line; ``project`` maps the embedding to an L2-normalised vector for
+the contrastive stage and ``forward`` to a MOS in [1, 5].
 
 This is the only module of the ``jsqa`` package that imports torch.
 """
@@ -46,7 +48,8 @@ LOG_FLOOR_DECADES = 8.0
 POWER_EPS = 1e-10
 
 # Keys that are ours, not HubertConfig's.
-_HEAD_KEYS = ("projection_dim", "head_dropout", "frontend", "n_mels", "stem_stride", "chunk_seconds")
+_HEAD_KEYS = ("projection_dim", "head_dropout", "frontend", "n_mels", "stem_stride", "chunk_seconds", "pooling")
+POOLINGS = ("mean", "attention")
 
 _BASE = {
     "feat_extract_norm": "group",
@@ -233,6 +236,14 @@ class JSQAModel(nn.Module):
             nn.Dropout(self.config["head_dropout"]),
             nn.Linear(hidden // 2, 1),
         )
+        self.pooling = self.config.get("pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling == "attention":
+            # Zero weights pool as the mean does, so a mean-pooled network carries over unchanged.
+            self.frame_score = nn.Linear(hidden, 1)
+            nn.init.zeros_(self.frame_score.weight)
+            nn.init.zeros_(self.frame_score.bias)
 
     def set_attn_implementation(self, name: str) -> None:
         """Switch attention kernels ("eager" exports most reliably; "sdpa" trains faster)."""
@@ -243,24 +254,46 @@ class JSQAModel(nn.Module):
         """Samples per independently encoded chunk (0: the whole window at once)."""
         return int(round((self.config.get("chunk_seconds") or 0) * SAMPLE_RATE))
 
+    @property
+    def chunk_embedding_size(self) -> int:
+        """Width of a chunk embedding: the pooled frames, plus with attention pooling the
+        log of the chunk's total attention, which weighs it against the window's other chunks."""
+        return self.config["hidden_size"] + (self.pooling == "attention")
+
+    def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[N, frames, hidden]`` -> ``[N, chunk_embedding_size]``."""
+        if self.pooling == "mean":
+            return frames.mean(dim=1)
+        scores = self.frame_score(frames)
+        pooled = (torch.softmax(scores, dim=1) * frames).sum(dim=1)
+        return torch.cat([pooled, torch.logsumexp(scores, dim=1)], dim=-1)
+
+    def pool_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """``[..., n, chunk_embedding_size]`` -> ``[..., hidden]``. With attention this is
+        exactly attention over all the window's frames, so a stream can pool cached chunks."""
+        if self.pooling == "mean":
+            return chunks.mean(dim=-2)
+        weights = torch.softmax(chunks[..., -1:], dim=-2)
+        return (weights * chunks[..., :-1]).sum(dim=-2)
+
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        """``[N, chunk_samples]`` -> one mean-pooled embedding per chunk, ``[N, hidden]``."""
-        return self.encoder(chunks).mean(dim=1)
+        """``[N, chunk_samples]`` -> one embedding per chunk, ``[N, chunk_embedding_size]``."""
+        return self.pool_frames(self.encoder(chunks))
 
     def chunk_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> ``[B, chunks, hidden]``, one embedding per chunk (a last partial chunk
-        is zero-padded, like a pause); without chunks, one for the whole window."""
+        """``[B, T]`` -> ``[B, chunks, chunk_embedding_size]``, one embedding per chunk (a last
+        partial chunk is zero-padded, like a pause); without chunks, one for the whole window."""
         size = self.chunk_samples
         if not size:
-            return self.encoder(audio).mean(dim=1, keepdim=True)
+            return self.pool_frames(self.encoder(audio))[:, None]
         batch = audio.shape[0]
         padded = nn.functional.pad(audio, (0, (size - audio.shape[1] % size) % size))
         chunks = self.encode_chunks(padded.reshape(-1, size))
         return chunks.reshape(batch, -1, chunks.shape[-1])
 
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> ``[B, hidden]``: the mean of the chunk embeddings."""
-        return self.chunk_embeddings(audio).mean(dim=1)
+        """``[B, T]`` -> ``[B, hidden]``: the chunk embeddings pooled."""
+        return self.pool_chunks(self.chunk_embeddings(audio))
 
     def project(self, audio: torch.Tensor) -> torch.Tensor:
         """L2-normalised projection for the contrastive stage, ``[B, projection_dim]``."""
@@ -295,8 +328,12 @@ def save_checkpoint(path: str | os.PathLike, model: JSQAModel, **extra) -> None:
     torch.save(ckpt, path)
 
 
-def load_checkpoint(path: str | os.PathLike, attn_implementation: str = "sdpa") -> tuple[JSQAModel, dict]:
-    """Rebuild the model from a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+def load_checkpoint(
+    path: str | os.PathLike, attn_implementation: str = "sdpa", pooling: str | None = None
+) -> tuple[JSQAModel, dict]:
+    """Rebuild the model from a checkpoint; returns ``(model in eval mode, checkpoint dict)``.
+    ``pooling="attention"`` loads a mean-pooled network into attention pooling (which starts
+    as the mean, so it scores the same); the other way would drop trained weights."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -305,7 +342,18 @@ def load_checkpoint(path: str | os.PathLike, attn_implementation: str = "sdpa") 
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a JSQA checkpoint (needs 'config' and 'state_dict')")
     config = {**ckpt["config"], "preset": ckpt.get("preset", "custom")}
+    saved = config.get("pooling", "mean")
+    if pooling and pooling != saved:
+        if saved != "mean":
+            raise ValueError(f"{path}: has {saved} pooling, which cannot be turned into {pooling} pooling")
+        config["pooling"] = pooling
     model = JSQAModel(config, attn_implementation=attn_implementation)
-    model.load_state_dict(ckpt["state_dict"])
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    added = [k for k in missing if k.startswith("frame_score.") and saved != model.pooling]
+    if unexpected or set(missing) - set(added):
+        raise ValueError(f"{path}: weights do not match its config (missing {sorted(set(missing) - set(added))}, "
+                         f"unexpected {sorted(unexpected)})")
+    if added:
+        ckpt["config"] = {**ckpt["config"], "pooling": model.pooling}
     model.eval()
     return model, ckpt

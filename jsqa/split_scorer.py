@@ -1,12 +1,12 @@
 """The split parts of a chunked JSQA model: a per-chunk encoder and a window head.
 
 A model whose encoder sees one chunk at a time (``chunk_seconds`` in its metadata)
-scores a window as the MOS head over the mean of its chunks' embeddings. Exported
+scores a window as the MOS head over its chunks' embeddings pooled. Exported
 split, a stream can encode each chunk of audio once and score every window that
 contains it from the cached embeddings, instead of encoding each sample once per
 overlapping window. The parts lie beside the whole model under the same name:
-``X.onnx`` -> ``X.encoder.onnx`` (``audio [N, chunk]`` -> ``embedding [N, hidden]``)
-and ``X.head.onnx`` (``embeddings [B, n, hidden]`` -> ``mos [B]``).
+``X.onnx`` -> ``X.encoder.onnx`` (``audio [N, chunk]`` -> ``embedding [N, width]``)
+and ``X.head.onnx`` (``embeddings [B, n, width]`` -> ``mos [B]``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class SplitScorer:
         return hop == self.chunk_samples and window % hop == 0
 
     def encode_chunks(self, chunks: np.ndarray) -> np.ndarray:
-        """``[N, chunk_samples]`` float32 -> ``[N, hidden]`` embeddings, one run call."""
+        """``[N, chunk_samples]`` float32 -> ``[N, width]`` embeddings, one run call."""
         chunks = np.ascontiguousarray(chunks, dtype=np.float32)
         if chunks.ndim != 2 or chunks.shape[0] == 0 or chunks.shape[1] != self.chunk_samples:
             raise ValueError(f"chunks must be [N, {self.chunk_samples}], got shape {chunks.shape}")
@@ -85,8 +85,8 @@ class SplitScorer:
         return self.encoder.run(["embedding"], {"audio": chunks})[0]
 
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        """``[B, n, hidden]`` chunk embeddings of B windows -> ``[B]`` MOS, one run call."""
+        """``[B, n, width]`` chunk embeddings of B windows -> ``[B]`` MOS, one run call."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 3 or 0 in embeddings.shape:
-            raise ValueError(f"embeddings must be a non-empty [B, n, hidden] array, got shape {embeddings.shape}")
+            raise ValueError(f"embeddings must be a non-empty [B, n, width] array, got shape {embeddings.shape}")
         return self.head.run(["mos"], {"embeddings": embeddings})[0].astype(np.float32)

@@ -103,6 +103,39 @@ def test_windows_are_encoded_as_independent_one_second_chunks(tiny, speech_windo
         assert not torch.allclose(tiny(changed), whole)
 
 
+def test_attention_pooling_starts_as_the_mean_and_pools_cached_chunks_like_the_window(
+    tiny, speech_windows, tmp_path
+):
+    """A mean-pooled network loads into attention pooling unchanged; once the attention
+    has weights, pooling the three cached chunk embeddings is exactly attention over all the
+    window's frames, so a stream still encodes each hop once."""
+    path = tmp_path / "mean.ckpt"
+    save_checkpoint(path, tiny)
+    attention, ckpt = load_checkpoint(path, pooling="attention")
+    assert attention.pooling == ckpt["config"]["pooling"] == "attention"
+    assert attention.chunk_embedding_size == PRESETS["tiny"]["hidden_size"] + 1
+    with torch.no_grad():
+        torch.testing.assert_close(attention(speech_windows), tiny(speech_windows), atol=1e-5, rtol=0)
+        torch.manual_seed(3)
+        attention.frame_score.weight.normal_(std=1.0)
+        chunks = attention.encode_chunks(speech_windows.reshape(-1, 16000)).reshape(4, 3, -1)
+        from_chunks = attention.mos_from_embedding(attention.pool_chunks(chunks))
+        frames = attention.encoder(speech_windows.reshape(-1, 16000)).reshape(4, -1, chunks.shape[-1] - 1)
+        weights = torch.softmax(attention.frame_score(frames), dim=1)
+        over_frames = attention.mos_from_embedding((weights * frames).sum(dim=1))
+        whole = attention(speech_windows)
+    torch.testing.assert_close(from_chunks, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(over_frames, whole, atol=1e-5, rtol=0)
+    assert (whole - tiny(speech_windows)).abs().max() > 1e-3  # the learnt weights matter
+
+    save_checkpoint(path, attention)
+    assert load_checkpoint(path)[0].pooling == "attention"
+    with pytest.raises(ValueError, match="cannot be turned into mean"):
+        load_checkpoint(path, pooling="mean")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        JSQAModel({**PRESETS["tiny"], "pooling": "max"})
+
+
 def test_windows_are_scored_independently_of_the_batch(tiny, speech_windows):
     with torch.no_grad():
         batched = tiny(speech_windows)

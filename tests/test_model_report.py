@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,8 @@ def _load():
 def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path, capsys):
     report = _load()
     out = tmp_path / "report.json"
-    assert report.main(["--model", str(tiny_onnx_model), "--test", str(corpus), "--threads", "1",
-                        "--json", str(out)]) == 0
+    assert report.main(["--model", str(tiny_onnx_model), "--test", str(corpus), "--fit", str(corpus),
+                        "--fit-clips", "2", "--threads", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     rep = json.loads(out.read_text())
 
@@ -32,6 +33,11 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     with open(corpus, newline="") as fh:
         conditions = {r["condition"] for r in csv.DictReader(fh)}
     assert set(rep["families"]) == conditions | {"all"} and rep["families"]["all"]["n"] == 10
+    with open(corpus, newline="") as fh:
+        per_condition = Counter(r["condition"] for r in csv.DictReader(fh))
+    assert set(rep["fit"]) == conditions | {"all"}
+    assert {c: r["n"] for c, r in rep["fit"].items()} == {"all": sum(min(2, n) for n in per_condition.values()),
+                                                          **{c: min(2, n) for c, n in per_condition.items()}}
     clean = rep["clean"]
     assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
     talker_means = list(clean["talkers"].values())
@@ -39,5 +45,5 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     assert clean["window_sd"]["files"] > 0 and clean["window_sd"]["mean"] >= 0
     assert clean["speechocean_heldout"]["n"] > 0 and "teacher_mean" not in clean["speechocean_heldout"]
     assert list(rep["pauses"]["snr"]) == ["30", "20", "10", "5", "0", "-5"]
-    for name in ("p835_refcond", "Spread between talker means", "Window-to-window SD", "SNR sweep", "MNRU sweep"):
+    for name in ("p835_refcond", "family, clips trained on", "Spread between talker means", "Window-to-window SD", "SNR sweep", "MNRU sweep"):
         assert name in printed

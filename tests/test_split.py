@@ -27,22 +27,27 @@ TOLERANCE = 1e-4
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def spread_model(tiny_checkpoint, clean_speech, tmp_path_factory):
+@pytest.fixture(scope="module", params=["mean", "attention"])
+def spread_model(request, tiny_checkpoint, clean_speech, tmp_path_factory):
     """The tiny checkpoint with its MOS head's bias centred on real speech, exported with
-    its parts. The shared fixture's scores sit within 0.01 of 1.0 on 3 s speech windows;
-    here they spread over the range, so agreeing on them means something."""
+    its parts, with each pooling (attention with random weights, so it is not the mean).
+    The shared fixture's scores sit within 0.01 of 1.0 on 3 s speech windows; here they
+    spread over the range, so agreeing on them means something."""
     torch = pytest.importorskip("torch")
     from jsqa.export.onnx_export import export_onnx
 
     from jsqa.model import load_checkpoint, save_checkpoint
 
-    model, ckpt = load_checkpoint(tiny_checkpoint)
+    model, ckpt = load_checkpoint(tiny_checkpoint, pooling=request.param)
+    if request.param == "attention":
+        torch.manual_seed(3)
+        with torch.no_grad():
+            model.frame_score.weight.normal_(std=1.0)
     windows = torch.from_numpy(np.stack([clean_speech[s * SR : (s + 3) * SR] for s in range(0, 12, 2)]))
     with torch.no_grad():
         logits = model.mos_head(model.embed(windows)).squeeze(-1)
         model.mos_head[-1].bias -= logits.median()
-    checkpoint = tmp_path_factory.mktemp("spread") / "spread.pt"
+    checkpoint = tmp_path_factory.mktemp(f"spread-{request.param}") / "spread.pt"
     save_checkpoint(checkpoint, model, training=ckpt["training"])
     return export_onnx(checkpoint, checkpoint.with_suffix(".onnx")).output
 

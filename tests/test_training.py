@@ -199,3 +199,32 @@ def test_average_is_the_mean_of_the_weights_of_one_network(pretrained, corpus, t
     assert cli.main(["average", str(runs[0]), str(other), "--out", str(tmp_path / "x.ckpt")]) == 2
     assert "another network" in capsys.readouterr().err
     assert cli.main(["average", str(runs[0]), "--out", str(tmp_path / "x.ckpt")]) == 2
+
+
+def test_finetune_turns_a_mean_pooled_init_into_attention_pooling(pretrained, corpus, tmp_path, capsys):
+    """--pooling attention from a mean-pooled checkpoint: the attention weights start at zero
+    (the mean) and train; averaged with a mean-pooled run, that run counts as zero weights."""
+    mean_run, attention_run = tmp_path / "mean", tmp_path / "attention"
+    for out, extra in ((mean_run, []), (attention_run, ["--pooling", "attention", "--chunk-loss", "0.5"])):
+        assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
+                         "--out", str(out), "--steps", "3", "--seed", "1", *extra]) == 0
+    model, ckpt = load_checkpoint(attention_run / "final.ckpt")
+    assert model.pooling == ckpt["training"]["config"]["pooling"] == "attention"
+    assert model.frame_score.weight.abs().max() > 0
+    mean_model, _ = load_checkpoint(mean_run / "final.ckpt")
+    assert mean_model.pooling == "mean"
+
+    soup = tmp_path / "soup.ckpt"
+    assert cli.main(["average", str(mean_run / "final.ckpt"), str(attention_run / "final.ckpt"),
+                     "--out", str(soup)]) == 0
+    averaged, _ = load_checkpoint(soup)
+    assert averaged.pooling == "attention"
+    torch.testing.assert_close(averaged.frame_score.weight, model.frame_score.weight / 2)
+    torch.testing.assert_close(averaged.encoder.stem[0].weight,
+                               (model.encoder.stem[0].weight + mean_model.encoder.stem[0].weight) / 2)
+
+    capsys.readouterr()
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(attention_run / "final.ckpt"),
+                     "--data", str(corpus), "--out", str(tmp_path / "x"), "--steps", "1",
+                     "--pooling", "mean"]) == 2
+    assert "cannot be turned into mean pooling" in capsys.readouterr().err

@@ -17,6 +17,9 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     if len(paths) < 2:
         raise ValueError("give at least two checkpoints to average")
     models, ckpts = zip(*(load_checkpoint(p) for p in paths))
+    if any(m.pooling == "attention" for m in models):
+        # A mean-pooled network is the attention-pooled one with zero attention weights.
+        models, ckpts = zip(*(load_checkpoint(p, pooling="attention") for p in paths))
     first = ckpts[0]
     for p, c in zip(paths[1:], ckpts[1:]):
         if c.get("preset") != first.get("preset") or c["config"] != first["config"]:

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play each crop at a random speed in [1-A, 1+A] (pseudo-talkers; e.g. 0.1)")
     p.add_argument("--chunk-loss", type=non_negative_float, metavar="W",
                    help="also score each 1 s chunk alone against the clip's label, weight W (e.g. 0.5)")
+    p.add_argument("--pooling", metavar="MODE",
+                   help="how frames are pooled: mean, or attention the network learns (which starts "
+                        "as the mean, so a mean-pooled --init carries over); default: --init's own")
 
     p = sub.add_parser("average", help="the equal-weight mean of fine-tuned checkpoints of one network")
     p.add_argument("checkpoints", nargs="+", help="two or more .ckpt files (runs that share an ancestor)")
@@ -157,7 +160,7 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance", "speed_perturb", "chunk_loss", "until_flat", "flat_window", "flat_patience", "flat_delta")}
+        "balance", "speed_perturb", "chunk_loss", "pooling", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):

@@ -40,6 +40,8 @@ class TrainConfig:
     balance: bool = True
     speed_perturb: float = 0.0
     chunk_loss: float = 0.0
+    # frame pooling of the fine-tuned network ("mean" or "attention"); None keeps the init's
+    pooling: str | None = None
     refresh_every: int = 0
     # both
     warmup_steps: int = 50

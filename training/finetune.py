@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from jsqa.model import JSQAModel, count_parameters, load_checkpoint
+from jsqa.model import JSQAModel, count_parameters, load_checkpoint, resolve_config
 
 from .configs import TrainConfig
 from .datasets import ClipBank, load_items, read_rated, select
@@ -36,10 +36,14 @@ def finetune(
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     if init == "scratch":
-        model = JSQAModel(model_spec(config.model))
+        spec = model_spec(config.model)
+        if config.pooling:
+            name, full = resolve_config(spec)
+            spec = {**full, "preset": name, "pooling": config.pooling}
+        model = JSQAModel(spec)
         init_summary = "scratch"
     else:
-        model, ckpt = load_checkpoint(init)
+        model, ckpt = load_checkpoint(init, pooling=config.pooling)
         # The init's own summary nests here, so a model carries its whole training history.
         init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)

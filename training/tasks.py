@@ -65,8 +65,9 @@ class MOSTask(nn.Module):
         if not self.chunk_weight:
             return mos_loss(self.model(audio), mos), {}
         chunks = self.model.chunk_embeddings(audio)
-        window = mos_loss(self.model.mos_from_embedding(chunks.mean(dim=1)), mos)
-        each = mos_loss(self.model.mos_from_embedding(chunks), mos[:, None].expand(-1, chunks.shape[1]))
+        window = mos_loss(self.model.mos_from_embedding(self.model.pool_chunks(chunks)), mos)
+        alone = self.model.pool_chunks(chunks[:, :, None])
+        each = mos_loss(self.model.mos_from_embedding(alone), mos[:, None].expand(-1, chunks.shape[1]))
         return window + self.chunk_weight * each, {"chunk_loss": float(each.detach())}
 
 
