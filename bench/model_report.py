@@ -7,8 +7,8 @@
   third-order monotonic mapping (ITU-T P.1401) and raw RMSE (alerts fire on the raw scale).
 * The held-out synthetic test (held-out talkers and noises, teacher labels): Pearson per
   impairment family against its label. ``--fit`` makes the same table on clips the model
-  trained on (``--fit-clips`` per condition): a family low on both underfits, a family low only
-  held out does not generalise.
+  trained on (``--fit-clips`` per condition, the test's conditions only when ``--test`` is
+  given): a family low on both underfits, a family low only held out does not generalise.
 * Clean speech never trained on: mean per folder and per talker, and the spread between
   talkers; the held-out speechocean762 talkers against the teachers' mean on the same files
   (``--teacher`` runs DistillMOS for that; PESQ-WB of a clean file against itself is 5).
@@ -65,9 +65,11 @@ def dev_sets(scorer: Scorer) -> dict:
     return out
 
 
-def families(scorer: Scorer, test_csv: Path, per_condition: int | None = None) -> dict:
+def families(scorer: Scorer, test_csv: Path, per_condition: int | None = None,
+             conditions: set[str] | None = None) -> dict:
     with open(test_csv, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if np.isfinite(float(r["mos"]))]
+        rows = [r for r in csv.DictReader(fh) if np.isfinite(float(r["mos"]))
+                and (conditions is None or r["condition"] in conditions)]
     if per_condition:
         rows = _sample(rows, per_condition)
     pred = predict(scorer, [load_audio(test_csv.parent / r["path"]) for r in rows])
@@ -233,7 +235,9 @@ def main(argv=None) -> int:
     if args.test:
         rep["families"] = families(scorer, args.test)
     if args.fit:
-        rep["fit"] = families(scorer, args.fit, per_condition=args.fit_clips)
+        # A training corpus mixes families; the held-out test's conditions make the tables comparable.
+        rep["fit"] = families(scorer, args.fit, per_condition=args.fit_clips,
+                              conditions=set(rep["families"]) if "families" in rep else None)
     rep["clean"] = clean_speech(scorer, args.teacher)
     rep["pauses"] = pauses_and_sweeps(scorer)
     print(markdown(rep))
