@@ -348,12 +348,13 @@ def load_checkpoint(
             raise ValueError(f"{path}: has {saved} pooling, which cannot be turned into {pooling} pooling")
         config["pooling"] = pooling
     model = JSQAModel(config, attn_implementation=attn_implementation)
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    added = [k for k in missing if k.startswith("frame_score.") and saved != model.pooling]
-    if unexpected or set(missing) - set(added):
-        raise ValueError(f"{path}: weights do not match its config (missing {sorted(set(missing) - set(added))}, "
-                         f"unexpected {sorted(unexpected)})")
-    if added:
+    converted = model.pooling != saved
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=not converted)
+    if converted:
+        # The attention weights are the only new ones; they start at zero, which is the mean.
+        if unexpected or not all(k.startswith("frame_score.") for k in missing):
+            raise ValueError(f"{path}: weights do not match its config (missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)})")
         ckpt["config"] = {**ckpt["config"], "pooling": model.pooling}
     model.eval()
     return model, ckpt

@@ -16,10 +16,12 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     lists the averaged checkpoints with their own summaries, so the history stays whole."""
     if len(paths) < 2:
         raise ValueError("give at least two checkpoints to average")
-    models, ckpts = zip(*(load_checkpoint(p) for p in paths))
-    if any(m.pooling == "attention" for m in models):
+    loaded = [load_checkpoint(p) for p in paths]
+    if any(m.pooling == "attention" for m, _ in loaded):
         # A mean-pooled network is the attention-pooled one with zero attention weights.
-        models, ckpts = zip(*(load_checkpoint(p, pooling="attention") for p in paths))
+        loaded = [(m, c) if m.pooling == "attention" else load_checkpoint(p, pooling="attention")
+                  for p, (m, c) in zip(paths, loaded)]
+    models, ckpts = zip(*loaded)
     first = ckpts[0]
     for p, c in zip(paths[1:], ckpts[1:]):
         if c.get("preset") != first.get("preset") or c["config"] != first["config"]:
