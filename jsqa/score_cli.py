@@ -104,7 +104,7 @@ def write_table(scores: list[FileScore], per_window: bool, model_name: str) -> N
         if per_window:
             table.add_row(s.path, "all", f"{s.duration_s:.2f} s", _shown(s.result.mos), style="bold")
             for w in s.result.windows:
-                table.add_row("", f"{w.t_start:.1f}-{w.t_end:.1f} s", "", _shown(w.mos if w.speech else None))
+                table.add_row("", f"{w.t_start:.2f}-{w.t_end:.2f} s", "", _shown(w.mos if w.speech else None))
         else:
             table.add_row(s.path, f"{s.duration_s:.2f} s", _shown(s.result.mos))
     Console().print(table)

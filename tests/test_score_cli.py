@@ -116,3 +116,12 @@ def test_a_file_name_with_escape_sequences_is_shown_not_obeyed(tiny_onnx_model, 
     assert main([str(hostile), "--model", str(tiny_onnx_model)]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "call\\x1b]0;owned\\x07.wav" in err
+
+
+def test_per_window_table_tells_the_tail_window_apart(clean_speech, tiny_onnx_model, tmp_path, capsys):
+    # 4.02 s: windows at 0 and 1 s, and one aligned to the end at 1.02 s.
+    path = tmp_path / "tail.flac"
+    sf.write(path, clean_speech[: 16000 * 4 + 320], 16000)
+    assert main([str(path), "--per-window", "--model", str(tiny_onnx_model)]) == 0
+    out = capsys.readouterr().out
+    assert "0.00-3.00 s" in out and "1.00-4.00 s" in out and "1.02-4.02 s" in out

@@ -30,7 +30,8 @@ non_negative_float = real_number(0)
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="small", help="training preset: tiny, small or paper (default small)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss.png)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the batches, crops and initial weights (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if present")
     p.add_argument("--steps", type=positive_int, help="override the preset's number of steps")
     p.add_argument("--model", help="model preset (tiny/small/paper) or JSON config file/string")
@@ -38,7 +39,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints")
     p.add_argument("--log-every", type=positive_int, help="steps between metrics.jsonl records")
     p.add_argument("--lr", type=positive_float, help="peak learning rate")
-    p.add_argument("--warmup-steps", type=non_negative_int)
+    p.add_argument("--warmup-steps", type=non_negative_int, help="steps of linear warm-up to --lr")
 
 
 def _until_flat(p: argparse.ArgumentParser) -> None:
@@ -102,16 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="corpus folder (clips/, labels.csv, corpus.json); needed unless --check-dev")
     p.add_argument("--split", choices=("train", "test"), default="train",
                    help="train: training talkers/noises; test: the held-out talkers and noises")
-    p.add_argument("--clips", type=positive_int, default=20000)
+    p.add_argument("--clips", type=positive_int, default=20000, help="clips in the corpus (default 20000)")
     p.add_argument("--seconds", type=positive_float, default=4.0, help="clip length (default 4 s)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="corpus seed: clip i is rendered from (seed, i, split) alone (default 0)")
     p.add_argument("--teachers", default="pesq_wb,distillmos",
                    help="comma-separated teachers whose mean is the label (default pesq_wb,distillmos)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="labelling processes (default 2)")
     p.add_argument("--render", metavar="CSV",
                    help="re-render the clips of a labels CSV (.csv or .csv.gz) into --out, no teachers")
-    p.add_argument("--speech")
-    p.add_argument("--noise")
+    p.add_argument("--speech", help="clean speech folder (default: the shared data, split by --split)")
+    p.add_argument("--noise", help="noise folder (default: the shared data, split by --split)")
     p.add_argument("--check-dev", action="store_true",
                    help="only measure how each of --teachers, and their mean (the label), track the "
                         "human ratings of the dev sets with references, and exit (no --out needed)")
