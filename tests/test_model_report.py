@@ -45,6 +45,11 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     assert set(rep["families"]) == set(kept) | {"all"} and rep["families"]["all"]["n"] == sum(kept.values())
     assert {c: r["n"] for c, r in rep["fit"].items()} == {"all": sum(min(2, n) for n in kept.values()),
                                                           **{c: min(2, n) for c, n in kept.items()}}
+    # Each family is also measured apart on speechocean762's talkers and on the others.
+    everything = rep["families"]["all"]
+    assert 0 < everything["n_speechocean"] < everything["n"]
+    assert all(-1 <= everything[k] <= 1 for k in ("pearson_speechocean", "pearson_other"))
+    assert "speechocean762 talkers / others" in printed
     clean = rep["clean"]
     assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
     talker_means = list(clean["talkers"].values())
