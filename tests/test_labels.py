@@ -140,3 +140,30 @@ def test_label_without_out_says_what_is_missing(capsys):
 
     assert cli.main(["label", "--clips", "1"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_talker_normalised_label_evens_out_the_talkers_clean_scores():
+    def row(talker, condition, pesq, dm):
+        return {"talker": talker, "condition": condition, "pesq_wb": str(pesq), "distillmos": str(dm)}
+
+    rows = [row("dull", "clean", 4.64, 3.0), row("dull", "clean", 4.64, 3.4),
+            row("bright", "clean", 4.64, 4.2), row("bright", "clean", 4.64, 4.2),
+            row("dull", "noise", 1.5, 2.0), row("dull", "noise", 1.2, 1.5), row("dull", "mnru", 1.1, 1.0),
+            row("bright", "noise", 1.5, 2.0), row("unheard", "noise", 1.5, 2.0),
+            row("dull", "noise", float("nan"), float("nan"))]
+    plain = [teachers.label_of_row(r) for r in rows]
+    out = teachers.talker_normalised(rows)
+    target = np.mean([3.0, 3.4, 4.2, 4.2])
+    # Every talker's clean clips now average the mean of all clean clips (PESQ-WB gives them 5).
+    assert np.mean(out[:2]) == pytest.approx((5 + target) / 2)
+    assert np.mean(out[2:4]) == pytest.approx((5 + target) / 2)
+    # Within a talker the order stays, the floor stays the floor, and the PESQ-WB half is untouched.
+    assert out[4] > out[5] > out[6]
+    assert out[6] == pytest.approx(plain[6])
+    # The same DistillMOS score reads higher from a talker DistillMOS rates low when clean.
+    assert out[4] > plain[4] and out[7] < plain[7]
+    # A talker with no clean clip keeps its score; a clip no teacher scored stays unlabelled.
+    assert out[8] == pytest.approx(plain[8])
+    assert np.isnan(out[9])
+    with pytest.raises(ValueError, match="no clean clips"):
+        teachers.talker_normalised(rows[4:])

@@ -228,3 +228,28 @@ def test_finetune_turns_a_mean_pooled_init_into_attention_pooling(pretrained, co
                      "--data", str(corpus), "--out", str(tmp_path / "x"), "--steps", "1",
                      "--pooling", "mean"]) == 2
     assert "cannot be turned into mean pooling" in capsys.readouterr().err
+
+
+def test_finetune_on_the_talker_normalised_label(pretrained, corpus, tmp_path, capsys):
+    rows = list(csv.DictReader(open(corpus)))
+    # A second teacher's column that rates one talker's clean clips apart from the others'.
+    dull = rows[0]["talker"]
+    for r in rows:
+        r["distillmos"] = f"{float(r['pesq_wb']) - (0.8 if r['talker'] == dull else 0.0):.4f}"
+        r["path"] = str(corpus.parent / r["path"])
+    two = tmp_path / "two-teachers.csv"
+    with open(two, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(two),
+                     "--out", str(out), "--steps", "2", "--label", "talker-normalised"]) == 0
+    _, ckpt = load_checkpoint(out / "final.ckpt")
+    assert ckpt["training"]["config"]["label"] == "talker-normalised"
+    capsys.readouterr()
+    # A CSV without the talker and both teachers' columns cannot be relabelled: one line says why.
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
+                     "--out", str(tmp_path / "x"), "--steps", "2", "--label", "talker-normalised"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a corpus CSV made by jsqa-train label" in err and "Traceback" not in err

@@ -27,6 +27,9 @@ non_negative_int = whole_number(0)
 non_negative_float = real_number(0)
 
 
+LABEL_MIXES = ("mean", "talker-normalised")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="small", help="training preset: tiny, small or paper (default small)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss.png)")
@@ -95,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how frames are pooled: mean, or attention the network learns (which starts "
                         "as the mean, so a mean-pooled --init carries over); default: --init's own")
 
+    p.add_argument("--label", choices=LABEL_MIXES,
+                   help="mean: the CSVs' label; talker-normalised: recomputed from the teachers' columns "
+                        "with DistillMOS rescaled so every talker's clean clips average the same (all "
+                        "--data CSVs must come from jsqa-train label); default mean")
+
     p = sub.add_parser("average", help="the equal-weight mean of fine-tuned checkpoints of one network")
     p.add_argument("checkpoints", nargs="+", help="two or more .ckpt files (runs that share an ancestor)")
     p.add_argument("--out", required=True, help="checkpoint to write")
@@ -162,7 +170,7 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance", "speed_perturb", "chunk_loss", "pooling", "until_flat", "flat_window", "flat_patience", "flat_delta")}
+        "balance", "speed_perturb", "chunk_loss", "pooling", "label", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):

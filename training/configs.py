@@ -42,6 +42,8 @@ class TrainConfig:
     chunk_loss: float = 0.0
     # frame pooling of the fine-tuned network ("mean" or "attention"); None keeps the init's
     pooling: str | None = None
+    # the training label: "mean" (the corpus's own) or "talker-normalised" (teachers.talker_normalised)
+    label: str = "mean"
     refresh_every: int = 0
     # both
     warmup_steps: int = 50

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,14 +158,14 @@ class ClipBank:
 
     def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = SAMPLE_RATE,
                  balance: bool = False, sources: list[str] | None = None, limit: int | None = None,
-                 seed: int = 0, speed_perturb: float = 0.0):
+                 seed: int = 0, speed_perturb: float = 0.0, label: str = "mean"):
         if not 0.0 <= speed_perturb < 0.5:
             raise ValueError(f"speed_perturb must be in [0, 0.5), got {speed_perturb}")
         self.n = int(round(crop_seconds * sample_rate))
         self.sample_rate = sample_rate
         self.balance = balance
         self.speed_perturb = speed_perturb
-        self.sources, self.limit, self.seed = sources or [], limit, seed
+        self.sources, self.limit, self.seed, self.label = sources or [], limit, seed, label
         self.items: list[Rated] = []
         self.audio: list[np.ndarray] = []
         self._add(items)
@@ -187,7 +187,7 @@ class ClipBank:
     def refresh(self) -> int:
         """Load clips added to the source CSVs since; returns how many."""
         known = {it.path for it in self.items}
-        new = [it for it in select(load_items(self.sources), self.limit, self.seed) if it.path not in known]
+        new = [it for it in select(load_items(self.sources, self.label), self.limit, self.seed) if it.path not in known]
         self._add(new)
         return len(new)
 
@@ -212,8 +212,33 @@ class ClipBank:
         return out, self.mos[idx]
 
 
-def load_items(sources: list[str]) -> list[Rated]:
-    return [it for spec in sources for it in read_rated(spec)]
+def load_items(sources: list[str], label: str = "mean") -> list[Rated]:
+    """The clips of every source; ``label="talker-normalised"`` relabels corpus CSVs from their
+    teachers' columns (``teachers.talker_normalised``), over all the sources together."""
+    items = [it for spec in sources for it in read_rated(spec)]
+    if label == "mean":
+        return items
+    if label != "talker-normalised":
+        raise ValueError(f"unknown label {label!r}; choose mean or talker-normalised")
+    from .teachers import talker_normalised
+
+    rows = [row for spec in sources for row in _corpus_rows(spec)]
+    relabelled = dict(zip((row["path"] for row in rows), talker_normalised(rows)))
+    return [replace(it, mos=relabelled[it.path]) for it in items]
+
+
+def _corpus_rows(spec: str) -> list[dict]:
+    path = Path(spec)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    need = {"path", "talker", "condition", "pesq_wb", "distillmos"}
+    if rows and not need <= set(rows[0]):
+        raise ValueError(f"{spec}: a talker-normalised label needs a corpus CSV made by jsqa-train label "
+                         f"(columns {', '.join(sorted(need))})")
+    for row in rows:
+        p = Path(row["path"])
+        row["path"] = p if p.is_absolute() else path.parent / p
+    return rows
 
 
 def select(items: list[Rated], limit: int | None, seed: int) -> list[Rated]:

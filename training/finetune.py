@@ -47,9 +47,9 @@ def finetune(
         # The init's own summary nests here, so a model carries its whole training history.
         init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)
-    items = select(load_items(data), limit, seed)
+    items = select(load_items(data, config.label), limit, seed)
     bank = ClipBank(items, config.finetune_crop_seconds, balance=config.balance, sources=list(data),
-                    limit=limit, seed=seed, speed_perturb=config.speed_perturb)
+                    limit=limit, seed=seed, speed_perturb=config.speed_perturb, label=config.label)
     validate = None
     if validate_on:
         dev = read_rated(validate_on)

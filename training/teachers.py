@@ -7,6 +7,9 @@ training corpus). Each gives one CSV column in its own units and a mapping to MO
 * ``distillmos``: DistillMOS v7 (Stahl & Gamper 2025, MIT; weights inside its wheel),
   non-intrusive, trained by its authors on human MOS: the best-calibrated teacher here.
 
+The label is the plain mean of their MOS-scale scores (``label``), or, with
+``talker_normalised``, the same mean after DistillMOS is rescaled per talker.
+
 Teachers are the ``teachers`` extra, never a runtime dependency.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections import defaultdict
 
 import numpy as np
 
@@ -109,3 +113,31 @@ def label_of_row(row: dict) -> float:
     if not present:
         return float(row["mos"])
     return label({t.name: float(row[t.name]) for t in present}, present)
+
+
+def talker_normalised(rows: list[dict]) -> list[float]:
+    """Labels of corpus rows with DistillMOS rescaled about 1 per talker, so that every talker's
+    clean clips average the same (the mean over all clean clips).
+
+    DistillMOS rates the clean recordings of one talker apart from another's by as much as its
+    impairment families apart (clean speechocean762 talkers 2.6-3.9, the Spanish IVR voice
+    3.0, a VCTK talker 4.0). A student cannot learn that part of the label for a talker it
+    has not heard, and a monitor should not flag a clean call for its talker. The rescaling
+    keeps each clip's distance from the floor in proportion, so impairments rank as before.
+    """
+    clean = defaultdict(list)
+    for row in rows:
+        score = float(row["distillmos"])
+        if row["condition"] == "clean" and np.isfinite(score):
+            clean[row["talker"]].append(score)
+    if not clean:
+        raise ValueError("no clean clips to take each talker's reference from")
+    target = float(np.mean([s for scores in clean.values() for s in scores]))
+    reference = {t: float(np.mean(scores)) for t, scores in clean.items()}
+    out = []
+    for row in rows:
+        score = float(row["distillmos"])
+        scale = (target - 1.0) / (reference.get(row["talker"], target) - 1.0)
+        rescaled = float(np.clip(1.0 + (score - 1.0) * scale, 1.0, 5.0))
+        out.append(label_of_row({**row, "distillmos": rescaled}))
+    return out
