@@ -21,13 +21,12 @@ import sys
 
 from jsqa.cli_args import positive_float, positive_int, real_number, whole_number
 
+from .configs import LABEL_MIXES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 non_negative_int = whole_number(0)
 non_negative_float = real_number(0)
-
-
-LABEL_MIXES = ("mean", "talker-normalised")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+# The training label: the corpus CSVs' own (the teachers' mean), or recomputed from their
+# teachers' columns with DistillMOS rescaled per talker (teachers.talker_normalised).
+LABEL_MIXES = ("mean", "talker-normalised")
+
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,7 @@ class TrainConfig:
     chunk_loss: float = 0.0
     # frame pooling of the fine-tuned network ("mean" or "attention"); None keeps the init's
     pooling: str | None = None
-    # the training label: "mean" (the corpus's own) or "talker-normalised" (teachers.talker_normalised)
-    label: str = "mean"
+    label: str = "mean"  # one of LABEL_MIXES
     refresh_every: int = 0
     # both
     warmup_steps: int = 50

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ import soxr
 from jsqa.audio import SAMPLE_RATE, load_audio
 from jsqa.data import find_data_root, list_audio
 from jsqa.rated import load_rated_set, rated_set_path
+
+from .configs import LABEL_MIXES
 
 HELD_OUT_SPEECH = ("asterisk_ru",)
 # Clean speech used only to check that clean speech scores high, never trained on.
@@ -215,16 +217,14 @@ class ClipBank:
 def load_items(sources: list[str], label: str = "mean") -> list[Rated]:
     """The clips of every source; ``label="talker-normalised"`` relabels corpus CSVs from their
     teachers' columns (``teachers.talker_normalised``), over all the sources together."""
-    items = [it for spec in sources for it in read_rated(spec)]
+    if label not in LABEL_MIXES:
+        raise ValueError(f"unknown label {label!r}; choose one of {', '.join(LABEL_MIXES)}")
     if label == "mean":
-        return items
-    if label != "talker-normalised":
-        raise ValueError(f"unknown label {label!r}; choose mean or talker-normalised")
+        return [it for spec in sources for it in read_rated(spec)]
     from .teachers import talker_normalised
 
     rows = [row for spec in sources for row in _corpus_rows(spec)]
-    relabelled = dict(zip((row["path"] for row in rows), talker_normalised(rows)))
-    return [replace(it, mos=relabelled[it.path]) for it in items]
+    return [Rated(row["path"], mos, row["condition"]) for row, mos in zip(rows, talker_normalised(rows))]
 
 
 def _corpus_rows(spec: str) -> list[dict]:
