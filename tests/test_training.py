@@ -15,7 +15,8 @@ from jsqa.model import load_checkpoint
 from jsqa.training import cli
 from jsqa.training.datasets import ClipBank, Rated, read_rated
 from jsqa.training.labels import CorpusSpec, build_corpus
-from jsqa.training.losses import supcon_loss
+from jsqa.training import teacher_features
+from jsqa.training.losses import relation_loss, supcon_loss
 from jsqa.training.loop import read_metrics
 
 
@@ -36,6 +37,22 @@ def test_supcon_prefers_embeddings_that_group_positives():
     assert z.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="no anchor has a positive"):
         supcon_loss(grouped, torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_relation_loss_is_zero_for_the_teachers_relations_in_any_basis():
+    teacher = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))[0]
+    # Another width, basis, scale and offset, but every pair of clips as alike as in the teacher.
+    student = torch.nn.functional.pad(teacher, (0, 11)) @ rotation * 3 + 2
+    assert relation_loss(student, teacher) < 1e-10
+    shuffled = student[torch.randperm(12, generator=torch.Generator().manual_seed(2))].requires_grad_(True)
+    loss = relation_loss(shuffled, teacher)
+    assert loss > 0.05
+    loss.backward()
+    assert shuffled.grad.abs().sum() > 0
+    assert relation_loss(student[:1], teacher[:1]) == 0
+    with pytest.raises(ValueError, match="embed 12 and 11 clips"):
+        relation_loss(student, teacher[:11])
 
 
 def test_read_rated_formats(tmp_path, speech_path, data_root):
@@ -253,3 +270,54 @@ def test_finetune_on_the_talker_normalised_label(pretrained, corpus, tmp_path, c
                      "--out", str(tmp_path / "x"), "--steps", "2", "--label", "talker-normalised"]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs a corpus CSV made by jsqa-train label" in err and "Traceback" not in err
+
+
+class SpectrumEmbedder:
+    """A stand-in for DistillMOS's embedding: the clip's log band energies."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def embedding(self, x):
+        self.calls += 1
+        return np.log10(np.array([b.mean() for b in np.array_split(np.abs(np.fft.rfft(x)), 8)]) + 1e-6).astype(
+            np.float32)
+
+
+def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrained, corpus, tmp_path, capsys,
+                                                                          monkeypatch):
+    rows = list(csv.DictReader(open(corpus)))
+    for r in rows:
+        r["path"] = str(corpus.parent / r["path"])
+    data = tmp_path / "corpus" / "labels.csv"
+    data.parent.mkdir()
+    with open(data, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setattr(teacher_features, "CHUNK", 4)
+    folder = teacher_features.extract(data, workers=0, progress=False, teacher=SpectrumEmbedder())
+    whole = teacher_features.load(data)
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.npz", "000004.npz", "000008.npz"]
+    assert set(whole) == {corpus.parent / r["path"] for r in csv.DictReader(open(corpus))}
+    (folder / "000004.npz").unlink()
+    again = SpectrumEmbedder()
+    teacher_features.extract(data, workers=0, progress=False, teacher=again)
+    assert again.calls == 4  # only the missing chunk
+    resumed = teacher_features.load(data)
+    assert all(np.array_equal(resumed[k], v) for k, v in whole.items())
+
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(data),
+                     "--out", str(out), "--steps", "2", "--teacher-relation", "1.0"]) == 0
+    logged = read_metrics(out / "metrics.jsonl")
+    assert all(np.isfinite(r["relation_loss"]) and r["relation_loss"] > 0 for r in logged)
+    _, ckpt = load_checkpoint(out / "final.ckpt")
+    assert ckpt["training"]["clips_with_teacher_features"] == 10
+    assert ckpt["training"]["config"]["teacher_relation"] == 1.0
+    capsys.readouterr()
+    # Without the embeddings beside the CSV: one line saying what to run.
+    assert cli.main(["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(corpus),
+                     "--out", str(tmp_path / "x"), "--steps", "2", "--teacher-relation", "1.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"run jsqa-train features {corpus}" in err and "Traceback" not in err

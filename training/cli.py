@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play each crop at a random speed in [1-A, 1+A] (pseudo-talkers; e.g. 0.1)")
     p.add_argument("--chunk-loss", type=non_negative_float, metavar="W",
                    help="also score each 1 s chunk alone against the clip's label, weight W (e.g. 0.5)")
+    p.add_argument("--teacher-relation", type=non_negative_float, metavar="W",
+                   help="also make the clips of a batch relate to one another as they do in DistillMOS's "
+                        "embedding, weight W (e.g. 1.0); needs jsqa-train features run on each --data CSV")
     p.add_argument("--pooling", metavar="MODE",
                    help="how frames are pooled: mean, or attention the network learns (which starts "
                         "as the mean, so a mean-pooled --init carries over); default: --init's own")
@@ -124,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-dev", action="store_true",
                    help="only measure how each of --teachers, and their mean (the label), track the "
                         "human ratings of the dev sets with references, and exit (no --out needed)")
+
+    p = sub.add_parser("features", help="DistillMOS's embedding of every clip of corpora, for "
+                                        "finetune --teacher-relation (resumable: rerun to continue)")
+    p.add_argument("data", nargs="+", help="labels.csv files made by jsqa-train label (clips rendered)")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint or ONNX model on a labelled set")
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.onnx)")
@@ -169,7 +177,7 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance", "speed_perturb", "chunk_loss", "pooling", "label", "until_flat", "flat_window", "flat_patience", "flat_delta")}
+        "balance", "speed_perturb", "chunk_loss", "teacher_relation", "pooling", "label", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):
@@ -229,6 +237,11 @@ def _run(args) -> int:
             path = build_corpus(args.out, spec, args.speech, args.noise,
                                 _names(args.teachers), args.workers)
         console.print(f"labels: {path}")
+    elif args.command == "features":
+        from .teacher_features import extract
+
+        for data in args.data:
+            console.print(f"DistillMOS embeddings: {extract(data, args.workers)}")
     elif args.command == "evaluate":
         from pathlib import Path
 

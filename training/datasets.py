@@ -153,14 +153,17 @@ class ClipBank:
     [1 - a, 1 + a] (tempo, pitch and formants together, as a vocal tract of another length
     would sound), so the few training talkers and noises stand for many; the label is kept,
     since the impairment moves with the speech. ``refresh`` adds clips that appeared in the
-    CSVs since (a corpus still being labelled).
+    CSVs since (a corpus still being labelled). ``features`` (clip path -> a teacher's
+    embedding) makes each batch carry the embeddings of its clips too (NaN where a clip has
+    none).
     """
 
     BALANCE_BIN = 0.25
 
     def __init__(self, items: list[Rated], crop_seconds: float = 3.0, sample_rate: int = SAMPLE_RATE,
                  balance: bool = False, sources: list[str] | None = None, limit: int | None = None,
-                 seed: int = 0, speed_perturb: float = 0.0, label: str = "mean"):
+                 seed: int = 0, speed_perturb: float = 0.0, label: str = "mean",
+                 features: dict[Path, np.ndarray] | None = None):
         if not 0.0 <= speed_perturb < 0.5:
             raise ValueError(f"speed_perturb must be in [0, 0.5), got {speed_perturb}")
         self.n = int(round(crop_seconds * sample_rate))
@@ -168,8 +171,10 @@ class ClipBank:
         self.balance = balance
         self.speed_perturb = speed_perturb
         self.sources, self.limit, self.seed, self.label = sources or [], limit, seed, label
+        self.feature_map = features or {}
         self.items: list[Rated] = []
         self.audio: list[np.ndarray] = []
+        self.features: list[np.ndarray] = []
         self._add(items)
         if not self.items:
             raise ValueError("no labelled clips")
@@ -180,6 +185,9 @@ class ClipBank:
                 continue
             self.items.append(it)
             self.audio.append(np.round(load_audio(it.path) * 32767).astype(np.int16))
+            if self.feature_map:
+                dim = len(next(iter(self.feature_map.values())))
+                self.features.append(self.feature_map.get(it.path, np.full(dim, np.nan, dtype=np.float32)))
         self.mos = np.asarray([it.mos for it in self.items], dtype=np.float32)
         bins = np.floor(self.mos / self.BALANCE_BIN).astype(int)
         counts = np.bincount(bins - bins.min())[bins - bins.min()]
@@ -196,7 +204,8 @@ class ClipBank:
     def __len__(self) -> int:
         return len(self.items)
 
-    def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """``(audio, mos)``, plus the clips' embeddings when the bank has ``features``."""
         idx = rng.choice(len(self.items), size=min(size, len(self.items)), replace=False, p=self.p)
         out = np.zeros((idx.size, self.n), dtype=np.float32)
         for row, i in enumerate(idx):
@@ -211,6 +220,8 @@ class ClipBank:
                 # Read as if sampled at speed x the rate: played back faster and higher by `speed`.
                 x = soxr.resample(x, self.sample_rate * speed, self.sample_rate, quality="MQ")[: self.n]
             out[row, : x.size] = x
+        if self.features:
+            return out, self.mos[idx], np.stack([self.features[i] for i in idx])
         return out, self.mos[idx]
 
 

@@ -48,8 +48,10 @@ def finetune(
         init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)
     items = select(load_items(data, config.label), limit, seed)
+    features = _teacher_features(data) if config.teacher_relation else None
     bank = ClipBank(items, config.finetune_crop_seconds, balance=config.balance, sources=list(data),
-                    limit=limit, seed=seed, speed_perturb=config.speed_perturb, label=config.label)
+                    limit=limit, seed=seed, speed_perturb=config.speed_perturb, label=config.label,
+                    features=features)
     validate = None
     if validate_on:
         dev = read_rated(validate_on)
@@ -65,9 +67,20 @@ def finetune(
             "stage": "finetune", "config": config.to_dict(), "seed": seed, "init": init_summary,
             "parameters": count_parameters(model), "labelled_clips": len(items),
             "data": [str(d) for d in data], "validated_on": validate_on,
+            "clips_with_teacher_features": sum(it.path in features for it in items) if features else 0,
         },
     )
     source = ClipSource(bank, config.batch_size, seed + 1000 * rank, config.refresh_every)
-    train(model, MOSTask(model, config.chunk_loss), source, spec,
+    train(model, MOSTask(model, config.chunk_loss, config.teacher_relation), source, spec,
           resume=resume, validate=validate)
     return Path(out_dir) / "final.ckpt"
+
+
+def _teacher_features(data: list[str]) -> dict:
+    from .teacher_features import load
+
+    features = {path: f for spec in data for path, f in load(spec).items()}
+    if not features:
+        raise ValueError("--teacher-relation needs DistillMOS embeddings beside the --data CSVs: "
+                         f"run jsqa-train features {' '.join(data)}")
+    return features

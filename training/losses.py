@@ -14,7 +14,10 @@ the hard negatives (mixtures just over one JND apart) most, which is the boundar
 the embedding to resolve, while much lower values make training unstable with our small
 CPU batches (16 items).
 
-Stage 2 regresses MOS with the mean squared error (the metric reported is RMSE).
+Stage 2 regresses MOS with the mean squared error (the metric reported is RMSE). With a
+teacher's embeddings it can also match how that teacher relates the batch's clips to one
+another (``relation_loss``: similarity-preserving distillation, Tung & Mori 2019), which
+needs no head mapping one embedding onto the other, so nothing is added to the network.
 """
 
 from __future__ import annotations
@@ -46,3 +49,19 @@ def supcon_loss(z: torch.Tensor, positives: torch.Tensor, temperature: float = 0
 
 def mos_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(pred, target)
+
+
+def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the cosine similarities of every pair of the batch's
+    clips in the student's and in the teacher's embedding (``[n, d_s]``, ``[n, d_t]``), each
+    centred over the batch first so that what all clips share does not count."""
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f"student and teacher embed {student.shape[0]} and {teacher.shape[0]} clips")
+    if student.shape[0] < 2:
+        return student.sum() * 0.0
+    sims = []
+    for z in (student, teacher):
+        z = torch.nn.functional.normalize(z - z.mean(dim=0, keepdim=True), dim=-1)
+        sims.append(z @ z.T)
+    off = ~torch.eye(student.shape[0], dtype=torch.bool, device=student.device)
+    return torch.nn.functional.mse_loss(sims[0][off], sims[1][off])

@@ -16,7 +16,7 @@ from jsqa.jnd import JNDSampler
 from jsqa.model import JSQAModel
 
 from .datasets import ClipBank
-from .losses import mos_loss, supcon_loss
+from .losses import mos_loss, relation_loss, supcon_loss
 
 
 class ContrastiveTask(nn.Module):
@@ -54,21 +54,31 @@ class ContrastiveTask(nn.Module):
 class MOSTask(nn.Module):
     """Stage 2: MOS regression (MSE). With ``chunk_weight`` > 0 the head also scores each
     chunk alone against the clip's label, weighted so, which asks every chunk's embedding to
-    carry the clip's quality rather than what was said in it."""
+    carry the clip's quality rather than what was said in it. With ``relation_weight`` > 0
+    and a teacher's embeddings in the batch, the pooled embeddings of the clips that have one
+    are also asked to relate to one another as the teacher's do (``relation_loss``)."""
 
-    def __init__(self, model: JSQAModel, chunk_weight: float = 0.0):
+    def __init__(self, model: JSQAModel, chunk_weight: float = 0.0, relation_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.chunk_weight = chunk_weight
+        self.relation_weight = relation_weight
 
-    def forward(self, audio: torch.Tensor, mos: torch.Tensor):
-        if not self.chunk_weight:
-            return mos_loss(self.model(audio), mos), {}
+    def forward(self, audio: torch.Tensor, mos: torch.Tensor, teacher: torch.Tensor | None = None):
         chunks = self.model.chunk_embeddings(audio)
-        window = mos_loss(self.model.mos_from_embedding(self.model.pool_chunks(chunks)), mos)
-        alone = self.model.pool_chunks(chunks[:, :, None])
-        each = mos_loss(self.model.mos_from_embedding(alone), mos[:, None].expand(-1, chunks.shape[1]))
-        return window + self.chunk_weight * each, {"chunk_loss": float(each.detach())}
+        pooled = self.model.pool_chunks(chunks)
+        loss, stats = mos_loss(self.model.mos_from_embedding(pooled), mos), {}
+        if self.chunk_weight:
+            alone = self.model.pool_chunks(chunks[:, :, None])
+            each = mos_loss(self.model.mos_from_embedding(alone), mos[:, None].expand(-1, chunks.shape[1]))
+            loss = loss + self.chunk_weight * each
+            stats["chunk_loss"] = float(each.detach())
+        if self.relation_weight and teacher is not None:
+            known = torch.isfinite(teacher).all(dim=1)
+            relation = relation_loss(pooled[known], teacher[known])
+            loss = loss + self.relation_weight * relation
+            stats["relation_loss"] = float(relation.detach())
+        return loss, stats
 
 
 class JNDSource:
@@ -143,8 +153,7 @@ class ClipSource:
         self.drawn += 1
         if self.refresh_every and self.drawn % self.refresh_every == 0:
             self.bank.refresh()
-        audio, mos = self.bank.batch(self.batch_size, self.rng)
-        return torch.from_numpy(audio), torch.from_numpy(mos)
+        return tuple(torch.from_numpy(a) for a in self.bank.batch(self.batch_size, self.rng))
 
     def state(self) -> dict:
         return self.rng.bit_generator.state

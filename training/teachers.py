@@ -57,6 +57,7 @@ class PesqWB:
 
 class DistillMOS:
     name = "distillmos"
+    EMBEDDING_DIM = 200
 
     def __init__(self):
         import torch
@@ -77,6 +78,20 @@ class DistillMOS:
             return float("nan")
         with self.torch.inference_mode():
             return float(self.model(self.torch.from_numpy(degraded.astype(np.float32))[None]).item())
+
+    def embedding(self, degraded: np.ndarray) -> np.ndarray:
+        """The clip's attention-pooled quality embedding (``EMBEDDING_DIM``): what its last
+        linear layer maps to the score."""
+        pooled = []
+        hook = self.model.transformer_pool_attn.pool.linear3.register_forward_hook(
+            lambda module, inputs, output: pooled.append(inputs[0]))
+        try:
+            with self.torch.inference_mode():
+                self.model(self.torch.from_numpy(degraded.astype(np.float32))[None])
+        finally:
+            hook.remove()
+        # Inputs longer than 7.68 s are scored in several segments; their embeddings are averaged too.
+        return pooled[0].mean(dim=0).numpy().astype(np.float32)
 
     @staticmethod
     def to_mos(value: float) -> float:
