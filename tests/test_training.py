@@ -12,10 +12,9 @@ import soundfile as sf
 import torch
 
 from jsqa.model import load_checkpoint
-from jsqa.training import cli
+from jsqa.training import cli, teacher_features
 from jsqa.training.datasets import ClipBank, Rated, read_rated
 from jsqa.training.labels import CorpusSpec, build_corpus
-from jsqa.training import teacher_features
 from jsqa.training.losses import relation_loss, supcon_loss
 from jsqa.training.loop import read_metrics
 

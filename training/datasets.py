@@ -172,6 +172,8 @@ class ClipBank:
         self.speed_perturb = speed_perturb
         self.sources, self.limit, self.seed, self.label = sources or [], limit, seed, label
         self.feature_map = features or {}
+        # What a clip without an embedding carries, so the batch stays one array.
+        self.no_feature = np.full(len(next(iter(features.values()))), np.nan, np.float32) if features else None
         self.items: list[Rated] = []
         self.audio: list[np.ndarray] = []
         self.features: list[np.ndarray] = []
@@ -186,8 +188,7 @@ class ClipBank:
             self.items.append(it)
             self.audio.append(np.round(load_audio(it.path) * 32767).astype(np.int16))
             if self.feature_map:
-                dim = len(next(iter(self.feature_map.values())))
-                self.features.append(self.feature_map.get(it.path, np.full(dim, np.nan, dtype=np.float32)))
+                self.features.append(self.feature_map.get(it.path, self.no_feature))
         self.mos = np.asarray([it.mos for it in self.items], dtype=np.float32)
         bins = np.floor(self.mos / self.BALANCE_BIN).astype(int)
         counts = np.bincount(bins - bins.min())[bins - bins.min()]

@@ -57,7 +57,6 @@ class PesqWB:
 
 class DistillMOS:
     name = "distillmos"
-    EMBEDDING_DIM = 200
 
     def __init__(self):
         import torch
@@ -80,8 +79,8 @@ class DistillMOS:
             return float(self.model(self.torch.from_numpy(degraded.astype(np.float32))[None]).item())
 
     def embedding(self, degraded: np.ndarray) -> np.ndarray:
-        """The clip's attention-pooled quality embedding (``EMBEDDING_DIM``): what its last
-        linear layer maps to the score."""
+        """The clip's attention-pooled quality embedding (200 numbers): what its last linear
+        layer maps to the score."""
         pooled = []
         hook = self.model.transformer_pool_attn.pool.linear3.register_forward_hook(
             lambda module, inputs, output: pooled.append(inputs[0]))
