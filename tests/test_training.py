@@ -15,7 +15,7 @@ from jsqa.model import load_checkpoint
 from jsqa.training import cli, teacher_features
 from jsqa.training.datasets import ClipBank, Rated, read_rated
 from jsqa.training.labels import CorpusSpec, build_corpus
-from jsqa.training.losses import relation_loss, supcon_loss
+from jsqa.training.losses import hint_loss, relation_loss, supcon_loss
 from jsqa.training.loop import read_metrics
 
 
@@ -283,8 +283,8 @@ class SpectrumEmbedder:
             np.float32)
 
 
-def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrained, corpus, tmp_path, capsys,
-                                                                          monkeypatch):
+def _copy_corpus(corpus, tmp_path):
+    """The corpus's CSV in a folder of its own (where its embeddings will go), paths absolute."""
     rows = list(csv.DictReader(open(corpus)))
     for r in rows:
         r["path"] = str(corpus.parent / r["path"])
@@ -294,6 +294,12 @@ def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrai
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return data
+
+
+def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrained, corpus, tmp_path, capsys,
+                                                                          monkeypatch):
+    data = _copy_corpus(corpus, tmp_path)
     monkeypatch.setattr(teacher_features, "CHUNK", 4)
     folder = teacher_features.extract(data, workers=0, progress=False, teacher=SpectrumEmbedder())
     whole = teacher_features.load(data)
@@ -303,6 +309,8 @@ def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrai
     again = SpectrumEmbedder()
     teacher_features.extract(data, workers=0, progress=False, teacher=again)
     assert again.calls == 4  # only the missing chunk
+    with pytest.raises(ValueError, match="workers=0"):
+        teacher_features.extract(data, workers=2, progress=False, teacher=again)
     resumed = teacher_features.load(data)
     assert all(np.array_equal(resumed[k], v) for k, v in whole.items())
 
@@ -320,3 +328,50 @@ def test_finetune_matches_the_teachers_relations_from_resumable_features(pretrai
                      "--out", str(tmp_path / "x"), "--steps", "2", "--teacher-relation", "1.0"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"run jsqa-train features {corpus}" in err and "Traceback" not in err
+
+
+def test_hint_loss_is_zero_only_for_the_teachers_embedding():
+    teacher = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    assert hint_loss(teacher.clone(), teacher) == 0
+    assert hint_loss(teacher + 0.5, teacher) == pytest.approx(0.25)
+    assert hint_loss(teacher[:0], teacher[:0]) == 0
+    with pytest.raises(ValueError, match="hint predicts"):
+        hint_loss(teacher[:, :3], teacher)
+
+
+def test_finetune_with_a_hint_resumes_its_head_exactly(pretrained, corpus, tmp_path, monkeypatch):
+    """A run cut after step 2 and resumed ends where the uninterrupted run does: the hint head
+    (the task's own state, outside the model) is checkpointed and restored with the rest."""
+    data = _copy_corpus(corpus, tmp_path)
+    teacher_features.extract(data, workers=0, progress=False, teacher=SpectrumEmbedder())
+    args = ["finetune", "--config", "tiny", "--init", str(pretrained), "--data", str(data), "--steps", "4",
+            "--checkpoint-every", "1", "--teacher-hint", "1.0", "--seed", "2"]
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert cli.main([*args, "--out", str(straight)]) == 0
+
+    from jsqa.training.tasks import ClipSource
+
+    real_next, calls = ClipSource.next, []
+
+    def stop_at_third(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the session ended during step 3
+        return real_next(self)
+
+    monkeypatch.setattr(ClipSource, "next", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*args, "--out", str(cut)])
+    monkeypatch.setattr(ClipSource, "next", real_next)
+    cut_state = torch.load(cut / "last.ckpt", weights_only=False)
+    assert cut_state["step"] == 2 and set(cut_state["task_state"]) >= {"hint.weight", "hint.bias"}
+    assert cli.main([*args, "--out", str(cut), "--resume"]) == 0
+
+    a = torch.load(straight / "last.ckpt", weights_only=False)
+    b = torch.load(cut / "last.ckpt", weights_only=False)
+    assert a["task_state"]["hint.weight"].shape == (8, a["config"]["hidden_size"])
+    assert all(torch.equal(a["task_state"][k], b["task_state"][k]) for k in a["task_state"])
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    losses = [r["hint_loss"] for r in read_metrics(cut / "metrics.jsonl")]
+    assert len(losses) == 4 and all(np.isfinite(x) and x > 0 for x in losses)
+    assert losses == [r["hint_loss"] for r in read_metrics(straight / "metrics.jsonl")]

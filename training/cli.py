@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-relation", type=non_negative_float, metavar="W",
                    help="also make the clips of a batch relate to one another as they do in DistillMOS's "
                         "embedding, weight W (e.g. 1.0); needs jsqa-train features run on each --data CSV")
+    p.add_argument("--teacher-hint", type=non_negative_float, metavar="W",
+                   help="also predict DistillMOS's embedding of each clip from the pooled embedding "
+                        "through a linear head used only in training (a FitNets hint), weight W "
+                        "(e.g. 0.1); needs jsqa-train features run on each --data CSV")
     p.add_argument("--pooling", metavar="MODE",
                    help="how frames are pooled: mean, or attention the network learns (which starts "
                         "as the mean, so a mean-pooled --init carries over); default: --init's own")
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "human ratings of the dev sets with references, and exit (no --out needed)")
 
     p = sub.add_parser("features", help="DistillMOS's embedding of every clip of corpora, for "
-                                        "finetune --teacher-relation (resumable: rerun to continue)")
+                                        "finetune --teacher-relation or --teacher-hint (resumable: rerun to continue)")
     p.add_argument("data", nargs="+", help="labels.csv files made by jsqa-train label (clips rendered)")
     p.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
 
@@ -177,7 +181,7 @@ def _config(args):
     changes = {k: getattr(args, k, None) for k in (
         "model", "threads", "checkpoint_every", "log_every", "warmup_steps", "impairments", "jnd_db",
         "groups", "per_group", "temperature", "center", "batch_size", "validate_every", "refresh_every",
-        "balance", "speed_perturb", "chunk_loss", "teacher_relation", "pooling", "label", "until_flat", "flat_window", "flat_patience", "flat_delta")}
+        "balance", "speed_perturb", "chunk_loss", "teacher_relation", "teacher_hint", "pooling", "label", "until_flat", "flat_window", "flat_patience", "flat_delta")}
     if args.command == "pretrain":
         changes.update(pretrain_steps=args.steps, pretrain_lr=args.lr, crop_seconds=args.crop_seconds)
     elif args.command in ("finetune", "ablate"):

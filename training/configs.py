@@ -46,6 +46,8 @@ class TrainConfig:
     chunk_loss: float = 0.0
     # weight of matching DistillMOS's relations between the batch's clips (training/teacher_features.py)
     teacher_relation: float = 0.0
+    # weight of predicting DistillMOS's embedding through a training-only linear head (a hint)
+    teacher_hint: float = 0.0
     # frame pooling of the fine-tuned network ("mean" or "attention"); None keeps the init's
     pooling: str | None = None
     label: str = "mean"  # one of LABEL_MIXES

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from jsqa.model import JSQAModel, count_parameters, load_checkpoint, resolve_config
@@ -48,7 +49,7 @@ def finetune(
         init_summary = {"checkpoint": str(init), "training": ckpt["training"]}
     seed_everything(seed + rank)
     items = select(load_items(data, config.label), limit, seed)
-    features = _teacher_features(data) if config.teacher_relation else None
+    features = _teacher_features(data) if config.teacher_relation or config.teacher_hint else None
     bank = ClipBank(items, config.finetune_crop_seconds, balance=config.balance, sources=list(data),
                     limit=limit, seed=seed, speed_perturb=config.speed_perturb, label=config.label,
                     features=features)
@@ -71,7 +72,11 @@ def finetune(
         },
     )
     source = ClipSource(bank, config.batch_size, seed + 1000 * rank, config.refresh_every)
-    train(model, MOSTask(model, config.chunk_loss, config.teacher_relation), source, spec,
+    known = np.stack(list(features.values())) if features else None
+    task = MOSTask(model, config.chunk_loss, config.teacher_relation, config.teacher_hint,
+                   teacher_mean=known.mean(axis=0) if known is not None else None,
+                   teacher_std=known.std(axis=0) + 1e-6 if known is not None else None)
+    train(model, task, source, spec,
           resume=resume, validate=validate)
     return Path(out_dir) / "final.ckpt"
 
@@ -81,6 +86,6 @@ def _teacher_features(data: list[str]) -> dict:
 
     features = {path: f for spec in data for path, f in load(spec).items()}
     if not features:
-        raise ValueError("--teacher-relation needs DistillMOS embeddings beside the --data CSVs: "
+        raise ValueError("--teacher-relation and --teacher-hint need DistillMOS embeddings beside the --data CSVs: "
                          f"run jsqa-train features {' '.join(data)}")
     return features

@@ -107,14 +107,22 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _param_groups(model: JSQAModel, spec: LoopSpec) -> list[dict]:
-    """Heads learn ``head_lr_scale`` times faster than the encoder (they start from scratch)."""
+def _param_groups(model: JSQAModel, task: nn.Module, spec: LoopSpec) -> list[dict]:
+    """Heads learn ``head_lr_scale`` times faster than the encoder (they start from scratch);
+    so do the task's own parameters (a training-only head)."""
     heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    known = {id(p) for p in model.parameters()}
+    heads += [p for p in task.parameters() if id(p) not in known]
     return [
         {"params": encoder, "lr": spec.lr},
         {"params": heads, "lr": spec.lr * spec.head_lr_scale},
     ]
+
+
+def _own_state(task: nn.Module) -> dict:
+    """The task's state beyond the model's (a training-only head), which a resume needs."""
+    return getattr(task, "own_state", dict)()
 
 
 def _schedule(spec: LoopSpec) -> Callable[[int], float]:
@@ -153,13 +161,16 @@ def train(
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last_path, metrics_path = out / "last.ckpt", out / "metrics.jsonl"
-    model.to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, spec), weight_decay=spec.weight_decay)
+    task.to(device)  # the model with it
+    optimizer = torch.optim.AdamW(_param_groups(model, task, spec), weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(spec))
     start, elapsed, cpu = 0, 0.0, 0.0
     if resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
+        own = _own_state(task)
+        for k, v in ckpt.get("task_state", {}).items():
+            own[k].copy_(v)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, elapsed, cpu = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0)), float(ckpt.get("cpu_s", 0.0))
@@ -234,6 +245,7 @@ def train(
                         _atomic_save(last_path, model, optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), step=done, elapsed_s=elapsed,
                                      cpu_s=cpu, rank_states=states,
+                                     task_state=_own_state(task),
                                      training=_summary(spec, done, elapsed, cpu, world, stopped))
                         plot_metrics(metrics_path, out / "loss.png")
                     if world > 1:

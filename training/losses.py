@@ -17,7 +17,9 @@ CPU batches (16 items).
 Stage 2 regresses MOS with the mean squared error (the metric reported is RMSE). With a
 teacher's embeddings it can also match how that teacher relates the batch's clips to one
 another (``relation_loss``: similarity-preserving distillation, Tung & Mori 2019), which
-needs no head mapping one embedding onto the other, so nothing is added to the network.
+needs no head mapping one embedding onto the other, so nothing is added to the network;
+or predict the teacher's embedding itself through a linear head used only in training
+(``hint_loss``: a FitNets-style hint, Romero et al. 2015, on the pooled embedding).
 """
 
 from __future__ import annotations
@@ -65,3 +67,13 @@ def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         sims.append(z @ z.T)
     off = ~torch.eye(student.shape[0], dtype=torch.bool, device=student.device)
     return torch.nn.functional.mse_loss(sims[0][off], sims[1][off])
+
+
+def hint_loss(pred: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the hint head's prediction of the (standardised) teacher
+    embedding; zero when no clip of the batch has one."""
+    if pred.shape != teacher.shape:
+        raise ValueError(f"hint predicts {tuple(pred.shape)} for a teacher embedding of {tuple(teacher.shape)}")
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    return torch.nn.functional.mse_loss(pred, teacher)

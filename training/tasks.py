@@ -16,7 +16,7 @@ from jsqa.jnd import JNDSampler
 from jsqa.model import JSQAModel
 
 from .datasets import ClipBank
-from .losses import mos_loss, relation_loss, supcon_loss
+from .losses import hint_loss, mos_loss, relation_loss, supcon_loss
 
 
 class ContrastiveTask(nn.Module):
@@ -54,15 +54,30 @@ class ContrastiveTask(nn.Module):
 class MOSTask(nn.Module):
     """Stage 2: MOS regression (MSE). With ``chunk_weight`` > 0 the head also scores each
     chunk alone against the clip's label, weighted so, which asks every chunk's embedding to
-    carry the clip's quality rather than what was said in it. With ``relation_weight`` > 0
-    and a teacher's embeddings in the batch, the pooled embeddings of the clips that have one
-    are also asked to relate to one another as the teacher's do (``relation_loss``)."""
+    carry the clip's quality rather than what was said in it. With a teacher's embeddings in
+    the batch, the pooled embeddings of the clips that have one can also be asked to relate
+    to one another as the teacher's do (``relation_weight``: ``relation_loss``) and to predict
+    the teacher's embedding through a linear hint head (``hint_weight``: ``hint_loss``).
 
-    def __init__(self, model: JSQAModel, chunk_weight: float = 0.0, relation_weight: float = 0.0):
+    The hint head belongs to the task, not the model: it trains beside it, is checkpointed
+    with the task, and is not exported. ``teacher_mean``/``teacher_std`` standardise the
+    teacher's embedding per dimension, so every dimension counts alike in the hint."""
+
+    def __init__(self, model: JSQAModel, chunk_weight: float = 0.0, relation_weight: float = 0.0,
+                 hint_weight: float = 0.0, teacher_mean: np.ndarray | None = None,
+                 teacher_std: np.ndarray | None = None):
         super().__init__()
         self.model = model
         self.chunk_weight = chunk_weight
         self.relation_weight = relation_weight
+        self.hint_weight = hint_weight
+        self.hint = None
+        if hint_weight:
+            if teacher_mean is None or teacher_std is None:
+                raise ValueError("a hint needs the teacher embedding's mean and std per dimension")
+            self.register_buffer("teacher_mean", torch.as_tensor(teacher_mean, dtype=torch.float32))
+            self.register_buffer("teacher_std", torch.as_tensor(teacher_std, dtype=torch.float32))
+            self.hint = nn.Linear(model.chunk_embedding_size, len(teacher_mean))
 
     def forward(self, audio: torch.Tensor, mos: torch.Tensor, teacher: torch.Tensor | None = None):
         chunks = self.model.chunk_embeddings(audio)
@@ -73,12 +88,21 @@ class MOSTask(nn.Module):
             each = mos_loss(self.model.mos_from_embedding(alone), mos[:, None].expand(-1, chunks.shape[1]))
             loss = loss + self.chunk_weight * each
             stats["chunk_loss"] = float(each.detach())
-        if self.relation_weight and teacher is not None:
-            known = torch.isfinite(teacher).all(dim=1)
+        known = torch.isfinite(teacher).all(dim=1) if teacher is not None else None
+        if self.relation_weight and known is not None:
             relation = relation_loss(pooled[known], teacher[known])
             loss = loss + self.relation_weight * relation
             stats["relation_loss"] = float(relation.detach())
+        if self.hint is not None and known is not None:
+            target = (teacher[known] - self.teacher_mean) / self.teacher_std
+            hint = hint_loss(self.hint(pooled[known]), target)
+            loss = loss + self.hint_weight * hint
+            stats["hint_loss"] = float(hint.detach())
         return loss, stats
+
+    def own_state(self) -> dict:
+        """What the task holds beyond the model (the hint head): checkpointed for resuming."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
 
 
 class JNDSource:

@@ -1,6 +1,6 @@
 """DistillMOS's quality embedding of every clip of a labelled corpus, for fine-tuning to
-learn how that teacher relates clips to one another (``--teacher-relation``), not only the
-score it gives each.
+learn how that teacher relates clips to one another (``--teacher-relation``) or to predict
+the embedding itself (``--teacher-hint``), not only the score it gives each.
 
 The embeddings sit beside the corpus's ``labels.csv`` in ``distillmos_features/``, in
 chunks of ``CHUNK`` rows (``index``, ``features``), so extraction resumes where it stopped.
@@ -51,6 +51,8 @@ def extract(labels_csv: str | Path, workers: int = 2, progress: bool = True, tea
     """Embed every clip of ``labels_csv`` (resumable); returns the features folder.
     ``teacher``: an object with ``embedding(audio)`` in place of DistillMOS; it needs
     ``workers=0`` (in process)."""
+    if teacher is not None and workers:
+        raise ValueError("a stand-in teacher runs in process only: pass workers=0")
     labels_csv = Path(labels_csv)
     rows = _rows(labels_csv)
     out = labels_csv.parent / FOLDER
