@@ -1,4 +1,5 @@
-"""Background noises: generated (white, pink, brown, speech-shaped, babble) and recorded files.
+"""Background noises: generated (white, pink, brown, speech-shaped, babble, of random spectrum
+and swell, crackle) and recorded files.
 
 Every noise comes out as float32 at 16 kHz with an RMS level of ``NOISE_DBFS``, so the
 mixing code only ever sets a relative level (an SNR). A noise source is anything callable
@@ -146,6 +147,31 @@ def _paths(source: str | os.PathLike | list, exclude: tuple[str, ...] = ()) -> t
     return tuple(str(p) for p in files)
 
 
+def modulated(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise of a random smooth spectrum (six random gains of ±12 dB at log-spaced points from
+    50 Hz to 8 kHz) under a slow random swell (0.2-6 Hz, depth up to 90 %): water, wind, a
+    fan or a street, none of them the recordings we have."""
+    knots = np.geomspace(50.0, SAMPLE_RATE / 2, 6)
+    freqs = np.fft.rfftfreq(max(n, 2), 1 / SAMPLE_RATE)
+    gain_db = np.interp(np.log(np.maximum(freqs, 50.0)), np.log(knots), rng.uniform(-12.0, 12.0, knots.size))
+    x = _shaped(n, rng, 10 ** (gain_db / 10), freqs)
+    t = np.arange(n) / SAMPLE_RATE
+    swell = sum(np.sin(2 * np.pi * rng.uniform(0.2, 6.0) * t + rng.uniform(0, 2 * np.pi)) for _ in range(2)) / 2
+    return set_level(x * (1.0 + rng.uniform(0.0, 0.9) * swell))
+
+
+def crackle(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Clicks at random (5-200 a second, log-normal sizes, each a 1-10 ms decaying burst) over
+    a low pink bed: fire, rain on a surface, a rustling or crackling line."""
+    clicks = np.zeros(n)
+    count = rng.poisson(rng.uniform(5.0, 200.0) * n / SAMPLE_RATE)
+    clicks[rng.integers(0, n, count)] = rng.lognormal(0.0, 1.0, count) * rng.choice([-1.0, 1.0], count)
+    decay = np.exp(-np.arange(int(SAMPLE_RATE * 0.01)) / (SAMPLE_RATE * rng.uniform(0.001, 0.01) / 3))
+    burst = np.convolve(clicks, decay * rng.standard_normal(decay.size))[:n]
+    bed = pink(n, rng) * 10 ** (rng.uniform(-30.0, -10.0) / 20)
+    return set_level(set_level(burst) + bed)
+
+
 @dataclass(frozen=True)
 class ColoredNoise:
     """A generated noise source: ``ColoredNoise("pink")(n, rng)``."""
@@ -222,4 +248,6 @@ NAMED_NOISES = {
     "pink": ColoredNoise("pink"),
     "brown": ColoredNoise("brown"),
     "speech_shaped": SpeechShapedNoise(),
+    "modulated": modulated,
+    "crackle": crackle,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from jsqa.training import teachers
-from jsqa.training.labels import VERSION_FAMILIES, CorpusSpec, build_corpus, rerender
+from jsqa.training.datasets import GENERATED_NOISES
+from jsqa.training.labels import VERSION_FAMILIES, VERSION_NOISES, CorpusSpec, build_corpus, rerender
 
 SPEC = CorpusSpec(n_clips=8, seconds=1.0, seed=11)
 
@@ -123,6 +125,30 @@ def test_a_corpus_made_before_a_family_was_added_still_rerenders(tmp_path, data_
         a, _ = sf.read(tmp_path / "v2" / r["path"], dtype="int16")
         b, _ = sf.read(tmp_path / "again" / r["path"], dtype="int16")
         assert np.array_equal(a, b)
+
+
+def _noises(rows):
+    return [step["noise"] for r in rows for step in json.loads(r["recipe"]) if "noise" in step]
+
+
+def test_a_corpus_made_before_the_new_noises_still_rerenders(tmp_path, data_root):
+    added = set(VERSION_NOISES[4][0]) - set(VERSION_NOISES[3][0])
+    assert added == {"modulated", "crackle"}
+    old = CorpusSpec(n_clips=40, seconds=1.0, seed=12, version=3)
+    labels = build_corpus(tmp_path / "v3", old, teachers=[FakeTeacher()], workers=0, progress=False)
+    used = _noises(_rows(labels))
+    assert set(used) & set(GENERATED_NOISES) and not set(used) & added  # generated noise, of version 3's kinds
+    copy = rerender(labels, tmp_path / "again", CorpusSpec(seconds=1.0, seed=12), progress=False)
+    for r in _rows(copy):
+        a, _ = sf.read(tmp_path / "v3" / r["path"], dtype="int16")
+        b, _ = sf.read(tmp_path / "again" / r["path"], dtype="int16")
+        assert np.array_equal(a, b)
+    # The newest version draws the new noises too, and generates more of its noise.
+    new = build_corpus(tmp_path / "v4", CorpusSpec(n_clips=120, seconds=1.0, seed=12), teachers=[FakeTeacher()],
+                       workers=0, progress=False)
+    used = _noises(_rows(new))
+    assert set(used) & added
+    assert sum(n in VERSION_NOISES[4][0] for n in used) > sum(n in GENERATED_NOISES for n in _noises(_rows(labels)))
 
 
 def test_dev_check_measures_each_teacher_and_the_label_against_listeners(data_root):

@@ -13,10 +13,13 @@ from jsqa.noises import (
     ColoredNoise,
     NoisePool,
     SpeechShapedNoise,
+    NAMED_NOISES,
     babble,
     brown,
+    crackle,
     excerpt,
     long_term_spectrum,
+    modulated,
     pink,
     speech_shaped,
     white,
@@ -81,6 +84,33 @@ def test_speech_shaped_noise_follows_speech_spectrum(clean_speech, other_talkers
     np.testing.assert_allclose(from_files, noise, atol=1e-6)
     # ...but unlike speech it is stationary.
     assert np.std(frame_energies_db(noise)) < 0.2 * np.std(frame_energies_db(clean_speech))
+
+
+def test_modulated_noise_has_a_new_spectrum_and_swell_each_draw():
+    draws = [modulated(4 * SR, np.random.default_rng(seed)) for seed in range(6)]
+    assert all(x.dtype == np.float32 and x.size == 4 * SR for x in draws)
+    assert all(level_dbfs(x) == pytest.approx(NOISE_DBFS, abs=0.01) for x in draws)
+    # Spectra unlike one another, where the generated colours share one shape per name.
+    corr = [_log_spectrum_corr(a, b) for a, b in zip(draws, draws[1:])]
+    assert min(corr) < 0.5
+    assert _log_spectrum_corr(pink(4 * SR, np.random.default_rng(0)), pink(4 * SR, np.random.default_rng(1))) > 0.9
+    # A swell: frame levels wander where white noise's stay put (the largest of six draws).
+    swell = max(np.std(frame_energies_db(x)) for x in draws)
+    assert swell > 3 * np.std(frame_energies_db(white(4 * SR, np.random.default_rng(0))))
+    np.testing.assert_array_equal(NAMED_NOISES["modulated"](SR, np.random.default_rng(2)),
+                                  modulated(SR, np.random.default_rng(2)))
+
+
+def test_crackle_is_impulsive():
+    def crest_db(x):
+        return 20 * np.log10(np.max(np.abs(x)) / np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    for seed in range(4):
+        x = crackle(4 * SR, np.random.default_rng(seed))
+        assert x.size == 4 * SR and level_dbfs(x) == pytest.approx(NOISE_DBFS, abs=0.01)
+        assert crest_db(x) > crest_db(white(4 * SR, np.random.default_rng(seed))) + 4
+    np.testing.assert_array_equal(NAMED_NOISES["crackle"](SR, np.random.default_rng(2)),
+                                  crackle(SR, np.random.default_rng(2)))
 
 
 def test_default_speech_shaped_noise_falls_above_500_hz():

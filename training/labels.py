@@ -36,7 +36,7 @@ from jsqa.jnd import NoiseBank
 from . import teachers as teach
 from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, talkers
 
-LABEL_VERSION = 3
+LABEL_VERSION = 4
 COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
 # The families each corpus version draws from: a family added later must not change how an
 # older corpus re-renders.
@@ -44,6 +44,16 @@ VERSION_FAMILIES = {
     2: ("reverb", "echo", "talker", "noise", "mnru", "clipping", "level", "narrowband", "codec",
         "chops", "packet_loss"),
     3: tuple(FAMILIES),
+    4: tuple(FAMILIES),
+}
+# The generated noises each version draws, and how often a noise is generated rather than
+# recorded (the training split; the test split uses held-out recordings alone). Version 4
+# adds noises of random spectrum and swell and random crackle, and generates half the noise:
+# the held-out gap is as much unheard noises as unheard talkers.
+VERSION_NOISES = {
+    2: (GENERATED_NOISES, 0.25),
+    3: (GENERATED_NOISES, 0.25),
+    4: ((*GENERATED_NOISES, "modulated", "crackle"), 0.5),
 }
 
 
@@ -63,14 +73,16 @@ class CorpusSpec:
 
 
 class _Sources:
-    """Noise and competing talkers for one split (what ``build_chain`` draws from)."""
+    """Noise and competing talkers for one split of one corpus version (what ``build_chain``
+    draws from)."""
 
-    def __init__(self, split: str, speech: str | None, noise: str | None):
+    def __init__(self, split: str, speech: str | None, noise: str | None, version: int = LABEL_VERSION):
         self.pool = TalkerPool(*_balanced(talkers(speech, split)))
         babble = [f for files in self.pool.talkers.values() for f in files[:3]]
+        generated, fraction = VERSION_NOISES[version]
         # The test split uses only held-out recordings: generated noises are seen in training.
-        self.bank = NoiseBank(noise_files(noise, split), GENERATED_NOISES if split == "train" else (),
-                              babble_talkers=babble)
+        self.bank = NoiseBank(noise_files(noise, split), generated if split == "train" else (),
+                              babble_talkers=babble, generated_fraction=fraction)
 
     def noise(self, n, rng):
         return self.bank.segment(n, rng)
@@ -117,7 +129,7 @@ def _init_worker(spec, speech, noise, teacher_names, out):
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(spec=spec, sources=_Sources(spec.split, speech, noise), out=Path(out),
+    _WORKER.update(spec=spec, sources=_Sources(spec.split, speech, noise, spec.version), out=Path(out),
                    teachers=teach.make_teachers(teacher_names))
 
 
@@ -191,8 +203,7 @@ def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, spee
     opener = gzip.open if str(labels_csv).endswith(".gz") else open
     with opener(labels_csv, "rt", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    sources = _Sources(spec.split, speech, noise)
-    spec = _version_of(rows, spec, sources)
+    spec, sources = _version_of(rows, spec, speech, noise)
     with Progress(disable=not progress) as bar:
         for row in bar.track(rows, description="rendering"):
             path = out / row["path"]
@@ -212,16 +223,20 @@ def rerender(labels_csv: str | Path, out_dir: str | Path, spec: CorpusSpec, spee
     return out / "labels.csv"
 
 
-def _version_of(rows: list[dict], spec: CorpusSpec, sources: _Sources, probes: int = 4) -> CorpusSpec:
+def _version_of(rows: list[dict], spec: CorpusSpec, speech: str | None, noise: str | None,
+                probes: int = 4, noise_probes: int = 40) -> tuple[CorpusSpec, _Sources]:
     """``spec`` at the newest corpus version that renders the recipes of the first few
-    non-clean rows (clean clips render alike in every version; the CSV does not record the
-    version its corpus was made with)."""
+    non-clean rows and of the first few dozen with a noise, and its sources. Clean clips
+    render alike in every version, and the CSV does not record the version. Versions that
+    differ only in their noises draw the same noise in most clips: a quarter of noise clips
+    tell versions 3 and 4 apart, so 40 of them all agree with the wrong one once in 10^5."""
     probe = [r for r in rows if r["recipe"] != "[]"][:probes]
+    probe += [r for r in rows if '"noise":' in r["recipe"]][:noise_probes]
     for version in sorted(VERSION_FAMILIES, reverse=True):
-        candidate = replace(spec, version=version)
+        candidate, sources = replace(spec, version=version), _Sources(spec.split, speech, noise, version)
         if all(_recipe_json(render(candidate, int(r["index"]), sources)[2]) == r["recipe"] for r in probe):
-            return candidate
-    return spec
+            return candidate, sources
+    return spec, _Sources(spec.split, speech, noise, spec.version)
 
 
 def _recipe_json(info: dict) -> str:
