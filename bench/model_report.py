@@ -7,7 +7,7 @@
   third-order monotonic mapping (ITU-T P.1401) and raw RMSE (alerts fire on the raw scale).
 * The held-out synthetic test (held-out talkers and noises, teacher labels): Pearson per
   impairment family against its label, also apart for the two populations of held-out talkers
-  (speechocean762's and the IVR voice). ``--fit`` makes the same table on clips the model
+  (speechocean762's and the IVR voice), and the noise family per noise. ``--fit`` makes the same table on clips the model
   trained on (``--fit-clips`` per condition, the test's conditions only when ``--test`` is
   given): a family low on both underfits, a family low only held out does not generalise.
 * Clean speech never trained on: mean per folder and per talker, and the spread between
@@ -99,9 +99,30 @@ def families(scorer: Scorer, test_csv: Path, per_condition: int | None = None,
         # DistillMOS is a reference-free model too: what it reaches against the label is a
         # floor on what a reference-free student could reach on that family.
         if REFERENCE_FREE in teachers and cond != "clean":
-            free = np.asarray([float(rows[i][REFERENCE_FREE]) for i in idx])
-            ok = np.isfinite(free)
-            out[cond]["reference_free_vs_label"] = _enough(metrics.pearson, free[ok], t[ok])
+            out[cond]["reference_free_vs_label"] = _reference_free(rows, idx, t)
+        if cond == "noise":
+            out[cond]["by_noise"] = _by_noise(rows, idx, pred, label, REFERENCE_FREE in teachers)
+    return out
+
+
+def _reference_free(rows: list[dict], idx: list[int], label: np.ndarray) -> float:
+    free = np.asarray([float(rows[i][REFERENCE_FREE]) for i in idx])
+    ok = np.isfinite(free)
+    return _enough(metrics.pearson, free[ok], label[ok])
+
+
+def _by_noise(rows: list[dict], idx: list[int], pred: np.ndarray, label: np.ndarray, free: bool) -> dict:
+    """The noise family per noise (its recording's folder): held-out noises do not generalise
+    alike, and a mean score above the label says the model hears that noise as milder."""
+    by = defaultdict(list)
+    for i in idx:
+        by[json.loads(rows[i]["recipe"])[0]["noise"].split("/")[0]].append(i)
+    out = {}
+    for name, group in sorted(by.items()):
+        p, t = pred[group], label[group]
+        out[name] = {"n": len(group), "pearson": _enough(metrics.pearson, p, t), "bias": float(np.mean(p - t))}
+        if free:
+            out[name]["reference_free_vs_label"] = _reference_free(rows, group, t)
     return out
 
 
@@ -214,6 +235,12 @@ def markdown(rep: dict) -> str:
                      if "pearson_speechocean" in r else "")
             lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {split} | {r['rmse']:.3f}{extra} | {agree} "
                          f"| {free} |")
+        if "by_noise" in rep[key].get("noise", {}):
+            lines += ["", f"| {title}: noise, per noise | n | Pearson vs label | mean pred − label "
+                      "| DistillMOS vs label (r) |", "|---|---:|---:|---:|---:|"]
+            for name, r in rep[key]["noise"]["by_noise"].items():
+                free = f"{r['reference_free_vs_label']:.2f}" if "reference_free_vs_label" in r else ""
+                lines.append(f"| {name} | {r['n']} | {r['pearson']:.3f} | {r['bias']:+.2f} | {free} |")
         pairs = [(r["teacher_agreement"], r["pearson"]) for r in rep[key].values() if "teacher_agreement" in r]
         if len(pairs) > 2:
             a, b = np.asarray(pairs).T

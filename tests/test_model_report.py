@@ -50,6 +50,13 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     assert 0 < everything["n_speechocean"] < everything["n"]
     assert all(-1 <= everything[k] <= 1 for k in ("pearson_speechocean", "pearson_other"))
     assert "speechocean762 talkers / others" in printed
+    # The noise family per noise: each clip's noise folder, from its recipe.
+    noises = Counter(json.loads(r["recipe"])[0]["noise"].split("/")[0] for r in rows if r["condition"] == "noise")
+    assert noises and left_out != "noise"
+    by_noise = rep["families"]["noise"]["by_noise"]
+    assert {k: r["n"] for k, r in by_noise.items()} == dict(noises)
+    assert all(np.isfinite(r["bias"]) for r in by_noise.values())
+    assert "held-out synthetic family: noise, per noise" in printed
     clean = rep["clean"]
     assert set(clean["folders"]) == set(report.CLEAN_FOLDERS) | {"p835_refcond c0"}
     talker_means = list(clean["talkers"].values())
