@@ -72,7 +72,8 @@ def finetune(
         },
     )
     source = ClipSource(bank, config.batch_size, seed + 1000 * rank, config.refresh_every)
-    known = np.stack(list(features.values())) if features else None
+    # Only the hint standardises the teacher's embedding, so only it pays for the statistics.
+    known = np.stack(list(features.values())) if config.teacher_hint else None
     task = MOSTask(model, config.chunk_loss, config.teacher_relation, config.teacher_hint,
                    teacher_mean=known.mean(axis=0) if known is not None else None,
                    teacher_std=known.std(axis=0) + 1e-6 if known is not None else None)
