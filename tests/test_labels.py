@@ -13,7 +13,8 @@ import soundfile as sf
 
 from jsqa.training import teachers
 from jsqa.training.datasets import GENERATED_NOISES
-from jsqa.training.labels import VERSION_FAMILIES, VERSION_NOISES, CorpusSpec, build_corpus, rerender
+from jsqa.degrade import FAMILIES
+from jsqa.training.labels import LABEL_VERSION, VERSIONS, CorpusSpec, build_corpus, rerender
 
 SPEC = CorpusSpec(n_clips=8, seconds=1.0, seed=11)
 
@@ -115,10 +116,16 @@ def test_pesq_scale_is_lifted_at_its_floor_and_kept_above():
     np.testing.assert_allclose(mos[above], np.clip(stretched, 1, 5), atol=1e-9)
 
 
+def test_a_new_corpus_draws_every_family_of_the_registry():
+    # A family added to the registry needs a new corpus version, or new corpora never draw it.
+    assert VERSIONS[LABEL_VERSION].families == tuple(FAMILIES)
+    assert max(VERSIONS) == LABEL_VERSION
+
+
 def test_a_corpus_made_before_a_family_was_added_still_rerenders(tmp_path, data_root):
     old = CorpusSpec(n_clips=16, seconds=1.0, seed=11, version=2)
     labels = build_corpus(tmp_path / "v2", old, teachers=[FakeTeacher()], workers=0, progress=False)
-    assert {"vocoder"} <= set(VERSION_FAMILIES[3]) - set(VERSION_FAMILIES[2])
+    assert {"vocoder"} <= set(VERSIONS[3].families) - set(VERSIONS[2].families)
     assert not any("vocoder" in r["condition"] for r in _rows(labels))
     copy = rerender(labels, tmp_path / "again", SPEC, progress=False)
     for r in _rows(copy):
@@ -132,7 +139,7 @@ def _noises(rows):
 
 
 def test_a_corpus_made_before_the_new_noises_still_rerenders(tmp_path, data_root):
-    added = set(VERSION_NOISES[4][0]) - set(VERSION_NOISES[3][0])
+    added = set(VERSIONS[4].generated_noises) - set(VERSIONS[3].generated_noises)
     assert added == {"modulated", "crackle"}
     old = CorpusSpec(n_clips=40, seconds=1.0, seed=12, version=3)
     labels = build_corpus(tmp_path / "v3", old, teachers=[FakeTeacher()], workers=0, progress=False)
@@ -148,7 +155,7 @@ def test_a_corpus_made_before_the_new_noises_still_rerenders(tmp_path, data_root
                        workers=0, progress=False)
     used = _noises(_rows(new))
     assert set(used) & added
-    assert sum(n in VERSION_NOISES[4][0] for n in used) > sum(n in GENERATED_NOISES for n in _noises(_rows(labels)))
+    assert sum(n in VERSIONS[4].generated_noises for n in used) > sum(n in GENERATED_NOISES for n in _noises(_rows(labels)))
 
 
 def test_dev_check_measures_each_teacher_and_the_label_against_listeners(data_root):

@@ -30,7 +30,7 @@ import numpy as np
 from rich.progress import Progress
 
 from jsqa.audio import SAMPLE_RATE, write_audio
-from jsqa.degrade import FAMILIES, TalkerPool, build_chain, draw_recipe
+from jsqa.degrade import TalkerPool, build_chain, draw_recipe
 from jsqa.jnd import NoiseBank
 
 from . import teachers as teach
@@ -38,28 +38,36 @@ from .datasets import GENERATED_NOISES, SPEECHOCEAN, noise_files, talkers
 
 LABEL_VERSION = 4
 COLUMNS = ("index", "path", "mos", "condition", "talker", "recipe")
-# The families each corpus version draws from: a family added later must not change how an
-# older corpus re-renders.
-VERSION_FAMILIES = {
-    2: ("reverb", "echo", "talker", "noise", "mnru", "clipping", "level", "narrowband", "codec",
-        "chops", "packet_loss"),
-    3: tuple(FAMILIES),
-    4: tuple(FAMILIES),
-}
-# The generated noises each version draws, and how often a noise is generated rather than
-# recorded (the training split; the test split uses held-out recordings alone). Version 4
-# adds noises of random spectrum and swell and random crackle, and generates half the noise:
-# the held-out gap is as much unheard noises as unheard talkers.
-VERSION_NOISES = {
-    2: (GENERATED_NOISES, 0.25),
-    3: (GENERATED_NOISES, 0.25),
-    4: ((*GENERATED_NOISES, "modulated", "crackle"), 0.5),
+
+
+@dataclass(frozen=True)
+class Version:
+    """What one corpus version draws. A version added later must not change how an older
+    corpus re-renders, so each is declared whole here and never edited."""
+
+    families: tuple[str, ...]
+    # Noises generated rather than recorded (the training split; the test split uses
+    # held-out recordings alone), and how often a noise is generated.
+    generated_noises: tuple[str, ...] = GENERATED_NOISES
+    generated_fraction: float = 0.25
+
+
+_V2_FAMILIES = ("reverb", "echo", "talker", "noise", "mnru", "clipping", "level", "narrowband",
+                "codec", "chops", "packet_loss")
+_V3_FAMILIES = ("reverb", "echo", "talker", "noise", "mnru", "clipping", "level", "narrowband",
+                "codec", "vocoder", "chops", "packet_loss")
+VERSIONS = {
+    2: Version(_V2_FAMILIES),
+    3: Version(_V3_FAMILIES),
+    # Noises of random spectrum and swell and random crackle, and half the noise generated:
+    # the held-out gap is as much unheard noises as unheard talkers.
+    4: Version(_V3_FAMILIES, (*GENERATED_NOISES, "modulated", "crackle"), 0.5),
 }
 
 
 def test_kinds(version: int = LABEL_VERSION) -> tuple[str, ...]:
     """What the test split's clips are, in turn: clean, then each family of that version."""
-    return ("clean", *VERSION_FAMILIES[version])
+    return ("clean", *VERSIONS[version].families)
 
 
 @dataclass(frozen=True)
@@ -79,10 +87,10 @@ class _Sources:
     def __init__(self, split: str, speech: str | None, noise: str | None, version: int = LABEL_VERSION):
         self.pool = TalkerPool(*_balanced(talkers(speech, split)))
         babble = [f for files in self.pool.talkers.values() for f in files[:3]]
-        generated, fraction = VERSION_NOISES[version]
+        drawn = VERSIONS[version]
         # The test split uses only held-out recordings: generated noises are seen in training.
-        self.bank = NoiseBank(noise_files(noise, split), generated if split == "train" else (),
-                              babble_talkers=babble, generated_fraction=fraction)
+        self.bank = NoiseBank(noise_files(noise, split), drawn.generated_noises if split == "train" else (),
+                              babble_talkers=babble, generated_fraction=drawn.generated_fraction)
 
     def noise(self, n, rng):
         return self.bank.segment(n, rng)
@@ -111,7 +119,7 @@ def render(spec: CorpusSpec, index: int, sources: _Sources) -> tuple[np.ndarray,
         kind = kinds[index % len(kinds)]
         recipe = [] if kind == "clean" else draw_recipe(rng, only=kind)
     else:
-        recipe = draw_recipe(rng, clean_fraction=spec.clean_fraction, families=VERSION_FAMILIES[spec.version])
+        recipe = draw_recipe(rng, clean_fraction=spec.clean_fraction, families=VERSIONS[spec.version].families)
     deg = build_chain(recipe, n, rng, sources)(clean, rng) if recipe else clean
     info = {"talker": talker, "recipe": recipe,
             "condition": "+".join(s["kind"] for s in recipe) or "clean"}
@@ -232,7 +240,7 @@ def _version_of(rows: list[dict], spec: CorpusSpec, speech: str | None, noise: s
     tell versions 3 and 4 apart, so 40 of them all agree with the wrong one once in 10^5."""
     probe = [r for r in rows if r["recipe"] != "[]"][:probes]
     probe += [r for r in rows if '"noise":' in r["recipe"]][:noise_probes]
-    for version in sorted(VERSION_FAMILIES, reverse=True):
+    for version in sorted(VERSIONS, reverse=True):
         candidate, sources = replace(spec, version=version), _Sources(spec.split, speech, noise, version)
         if all(_recipe_json(render(candidate, int(r["index"]), sources)[2]) == r["recipe"] for r in probe):
             return candidate, sources
