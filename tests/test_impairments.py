@@ -157,7 +157,8 @@ def test_resynthesis_keeps_level_and_band_and_rebuilt_phase_is_harsher(speech):
         assert level_dbfs(y) == pytest.approx(level_dbfs(speech), abs=0.1)
         # Wideband out: unlike a telephone codec, the band above 4 kHz keeps its energy.
         assert _band_db(y, 4100, 8000) - _band_db(speech, 4100, 8000) > -6
-    assert np.corrcoef(kept, speech)[0, 1] > 0.5 > 0.2 > abs(np.corrcoef(rebuilt, speech)[0, 1])
+    assert np.corrcoef(kept, speech)[0, 1] > 0.5
+    assert abs(np.corrcoef(rebuilt, speech)[0, 1]) < 0.2
     with pytest.raises(ValueError, match="bands"):
         Resynthesis(bands=1)
 

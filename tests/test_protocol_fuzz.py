@@ -8,7 +8,6 @@ no traceback, and the healthy stream must get every one of its windows scored.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import threading
