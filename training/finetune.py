@@ -33,7 +33,7 @@ def finetune(
     validate_on: str | None = None,
 ) -> Path:
     """Train stage 2; returns the path of ``final.ckpt``."""
-    rank, world = dist_info()
+    rank, _ = dist_info()
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     if init == "scratch":

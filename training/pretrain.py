@@ -46,7 +46,7 @@ def pretrain(
 ) -> Path:
     """Train stage 1; returns the path of ``final.ckpt``. With ``config.until_flat`` it stops
     early once the contrastive gap flattens (``config.pretrain_steps`` is then a cap)."""
-    rank, world = dist_info()
+    rank, _ = dist_info()
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     model = JSQAModel(model_spec(config.model))
