@@ -13,6 +13,11 @@
 * Clean speech never trained on: mean per folder and per talker, and the spread between
   talkers; the held-out speechocean762 talkers against the teachers' mean on the same files
   (``--teacher`` runs DistillMOS for that; PESQ-WB of a clean file against itself is 5).
+  Each folder's noise floor: how far its quietest tenth of 20 ms frames lies below its active
+  speech level (P.56).
+* Transparent coding: held-out clean files not already lossy-coded, through MP3 and Opus at
+  32-64 kbit/s (``--teacher`` adds DistillMOS and PESQ-WB): does the model mark down coding
+  that listeners barely hear?
 * Pauses: a clean file with exact-zero pauses against the same file with -60 dBFS noise
   in them; SNR 30..-5 dB and MNRU Q 40..0 dB on a clean held-out file (monotonic?).
 
@@ -29,21 +34,25 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from jsqa.training.datasets import RATED_SETS
+from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
+from jsqa.training.teachers import DistillMOS
 
 from jsqa import impairments as imp
 from jsqa import metrics
 from jsqa.audio import load_audio
 from jsqa.data import find_data_root, list_audio
+from jsqa.levels import active_speech_level, frame_energies_db
 from jsqa.noises import NOISE_DBFS, pink
 from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
-from jsqa.training.datasets import RATED_SETS
-from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
-from jsqa.training.teachers import DistillMOS
 
 REFERENCE_FREE = DistillMOS.name
 SPEECHOCEAN_TALKER = "SPEAKER"  # speechocean762's talker ids: SPEAKER0003, ...
 CLEAN_FOLDERS = ("asterisk_ru", "cmu_arctic", "librispeech_examples", "pocketsphinx")
+# Both are cut from LibriVox's MP3s: already coded, so not coded again.
+CODED_FOLDERS = ("librispeech_examples", "pocketsphinx")
+TRANSPARENT_CODECS = (("mp3", 32), ("mp3", 48), ("mp3", 64), ("opus", 32), ("opus", 48), ("opus", 64))
 
 
 def predict(scorer: Scorer, signals: list[np.ndarray]) -> np.ndarray:
@@ -157,18 +166,30 @@ def _talker(path: Path) -> str:
     return folder
 
 
-def clean_speech(scorer: Scorer, teacher: bool) -> dict:
+def clean_files() -> dict[str, list[Path]]:
+    """Clean speech never trained on, by folder (p835_refcond's clean reference as one)."""
     root = find_data_root()
     files = {name: list_audio(root / "speech" / name) for name in CLEAN_FOLDERS}
     p835 = load_rated_set(rated_set_path("p835_refcond"))
     files["p835_refcond c0"] = [f for f, c in zip(p835.files, p835.conditions) if c == "c0"]
+    return files
+
+
+def floor_below_speech(x: np.ndarray) -> float:
+    """dB from the active speech level down to the level of the quietest tenth of frames."""
+    return active_speech_level(x) - float(np.percentile(frame_energies_db(x), 10))
+
+
+def clean_speech(scorer: Scorer, teacher: bool) -> dict:
     out, talkers, window_sd = {"folders": {}}, defaultdict(list), []
-    for name, paths in files.items():
-        results = scorer.score_many([load_audio(f) for f in paths])
+    for name, paths in clean_files().items():
+        signals = [load_audio(f) for f in paths]
+        results = scorer.score_many(signals)
         pred = file_scores(results)
         window_sd += [float(np.std([w.mos for w in r.windows])) for r in results if len(r.windows) >= 3]
         out["folders"][name] = {"n": len(paths), "mean": float(pred.mean()), "min": float(pred.min()),
-                                "max": float(pred.max())}
+                                "max": float(pred.max()),
+                                "floor_db": float(np.mean([floor_below_speech(x) for x in signals]))}
         for f, m in zip(paths, pred):
             talkers[_talker(f) if "p835" not in name else f"p835/{f.stem.split('_')[1]}"].append(float(m))
     means = {t: float(np.mean(v)) for t, v in talkers.items()}
@@ -195,6 +216,25 @@ def _speechocean(scorer: Scorer, teacher: bool) -> dict:
         dist = np.asarray([dm(x, x) for x in signals])
         out |= {"distillmos_mean": float(np.nanmean(dist)),
                 "teacher_mean": float(np.nanmean((dist + pesq_to_mos(4.64)) / 2))}
+    return out
+
+
+def transparent_coding(scorer: Scorer, teacher: bool, per_folder: int = 10, seconds: float = 8.0) -> dict:
+    """Mean scores of clean files (up to ``per_folder`` a folder, the first ``seconds``) as they
+    are and through each of ``TRANSPARENT_CODECS``."""
+    files = [f for name, paths in clean_files().items() if name not in CODED_FOLDERS for f in paths[:per_folder]]
+    clean = [load_audio(f)[: int(seconds * 16000)] for f in files]
+    conditions = {"clean": clean} | {
+        f"{codec} {kbps}": [imp.Codec(codec=codec, bitrate=kbps)(x, np.random.default_rng(0)) for x in clean]
+        for codec, kbps in TRANSPARENT_CODECS}
+    out = {"n": len(files), "model": {k: float(predict(scorer, v).mean()) for k, v in conditions.items()}}
+    if teacher:
+        from jsqa.training.teachers import TEACHERS
+
+        for name, kind in TEACHERS.items():
+            t = kind()
+            out[name] = {k: float(np.nanmean([t.to_mos(t(c, y)) for c, y in zip(clean, v)]))
+                         for k, v in conditions.items()}
     return out
 
 
@@ -247,9 +287,10 @@ def markdown(rep: dict) -> str:
             lines.append(f"\nAcross families, the model's Pearson correlates {metrics.pearson(a, b):.2f} "
                          "with the teachers' agreement.")
     c = rep["clean"]
-    lines += ["", "| clean speech, never trained on | n | mean | min | max |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| clean speech, never trained on | n | mean | min | max | noise floor below speech, dB |",
+              "|---|---:|---:|---:|---:|---:|"]
     for name, r in c["folders"].items():
-        lines.append(f"| {name} | {r['n']} | {r['mean']:.2f} | {r['min']:.2f} | {r['max']:.2f} |")
+        lines.append(f"| {name} | {r['n']} | {r['mean']:.2f} | {r['min']:.2f} | {r['max']:.2f} | {r['floor_db']:.1f} |")
     so = c["speechocean_heldout"]
     lines += ["", f"Spread between talker means: {c['talker_spread']:.2f} "
               f"({', '.join(f'{t} {m:.2f}' for t, m in sorted(c['talkers'].items()))}).",
@@ -258,8 +299,15 @@ def markdown(rep: dict) -> str:
               f"Held-out speechocean762 talkers ({so['n']} files): model {so['model_mean']:.2f}"
               + (f", teachers' mean {so['teacher_mean']:.2f} (DistillMOS {so['distillmos_mean']:.2f})"
                  if "teacher_mean" in so else "") + "."]
+    t = rep["coding"]
+    names = list(t["model"])
+    lines += ["", f"| {t['n']} clean files, transparent coding | " + " | ".join(names) + " |",
+              "|---|" + "---:|" * len(names)]
+    for who in ("model", "distillmos", "pesq_wb"):
+        if who in t:
+            lines.append(f"| {who} | " + " | ".join(f"{t[who][k]:.2f}" for k in names) + " |")
     p = rep["pauses"]
-    lines += [f"Exact-zero pauses {p['zero_pauses']:.2f} vs -60 dBFS noise pauses {p['noise_pauses']:.2f}.",
+    lines += ["", f"Exact-zero pauses {p['zero_pauses']:.2f} vs -60 dBFS noise pauses {p['noise_pauses']:.2f}.",
               "SNR sweep: " + ", ".join(f"{k} dB {v:.2f}" for k, v in p["snr"].items()) + ".",
               "MNRU sweep: " + ", ".join(f"Q {k} dB {v:.2f}" for k, v in p["mnru"].items()) + "."]
     return "\n".join(lines)
@@ -284,6 +332,7 @@ def main(argv=None) -> int:
         rep["fit"] = families(scorer, args.fit, per_condition=args.fit_clips,
                               conditions=set(rep["families"]) if "families" in rep else None)
     rep["clean"] = clean_speech(scorer, args.teacher)
+    rep["coding"] = transparent_coding(scorer, args.teacher)
     rep["pauses"] = pauses_and_sweeps(scorer)
     print(markdown(rep))
     if args.json:

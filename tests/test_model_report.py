@@ -63,6 +63,13 @@ def test_report_covers_every_table_of_the_card(tiny_onnx_model, corpus, tmp_path
     assert np.isclose(clean["talker_spread"], max(talker_means) - min(talker_means))
     assert clean["window_sd"]["files"] > 0 and clean["window_sd"]["mean"] >= 0
     assert clean["speechocean_heldout"]["n"] > 0 and "teacher_mean" not in clean["speechocean_heldout"]
+    assert all(r["floor_db"] > 0 for r in clean["folders"].values())
+    # Transparent coding: the clean files of the folders not already MP3, as they are and coded.
+    coding = rep["coding"]
+    assert coding["n"] == sum(min(10, r["n"]) for name, r in clean["folders"].items() if name not in report.CODED_FOLDERS)
+    assert list(coding["model"]) == ["clean"] + [f"{c} {k}" for c, k in report.TRANSPARENT_CODECS]
+    assert all(1 <= m <= 5 for m in coding["model"].values()) and "distillmos" not in coding
     assert list(rep["pauses"]["snr"]) == ["30", "20", "10", "5", "0", "-5"]
-    for name in ("p835_refcond", "family, clips trained on", "Spread between talker means", "Window-to-window SD", "SNR sweep", "MNRU sweep"):
+    for name in ("p835_refcond", "family, clips trained on", "Spread between talker means", "Window-to-window SD", "SNR sweep", "MNRU sweep",
+                 "noise floor below speech", "clean files, transparent coding"):
         assert name in printed
