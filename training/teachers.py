@@ -15,6 +15,8 @@ Teachers are the ``teachers`` extra, never a runtime dependency.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import types
 from collections import defaultdict
@@ -70,7 +72,9 @@ class DistillMOS:
             raise ImportError(
                 "the distillmos teacher needs: pip install --no-deps distillmos xls-r-sqa") from e
         self.torch = torch
-        self.model = distillmos.ConvTransformerSQAModel(load_weights=True).eval()
+        # It prints where its weights lie on stdout, which would land inside reports and tables.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.model = distillmos.ConvTransformerSQAModel(load_weights=True).eval()
 
     def __call__(self, clean: np.ndarray, degraded: np.ndarray) -> float:
         if not np.any(degraded):
