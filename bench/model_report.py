@@ -34,9 +34,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from jsqa.training.datasets import RATED_SETS
-from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
-from jsqa.training.teachers import DistillMOS
 
 from jsqa import impairments as imp
 from jsqa import metrics
@@ -46,6 +43,9 @@ from jsqa.levels import active_speech_level, frame_energies_db
 from jsqa.noises import NOISE_DBFS, pink
 from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
+from jsqa.training.datasets import RATED_SETS
+from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
+from jsqa.training.teachers import DistillMOS
 
 REFERENCE_FREE = DistillMOS.name
 SPEECHOCEAN_TALKER = "SPEAKER"  # speechocean762's talker ids: SPEAKER0003, ...

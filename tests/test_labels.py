@@ -10,17 +10,11 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from jsqa.training import teachers
-from jsqa.training.datasets import GENERATED_NOISES
-from jsqa.training.labels import (
-    LABEL_VERSION,
-    VERSIONS,
-    CorpusSpec,
-    build_corpus,
-    rerender,
-)
 
 from jsqa.degrade import FAMILIES
+from jsqa.training import teachers
+from jsqa.training.datasets import GENERATED_NOISES
+from jsqa.training.labels import LABEL_VERSION, VERSIONS, CorpusSpec, build_corpus, rerender
 
 SPEC = CorpusSpec(n_clips=8, seconds=1.0, seed=11)
 
