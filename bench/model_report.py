@@ -37,7 +37,7 @@ import numpy as np
 
 from jsqa import impairments as imp
 from jsqa import metrics
-from jsqa.audio import load_audio
+from jsqa.audio import SAMPLE_RATE, load_audio
 from jsqa.data import find_data_root, list_audio
 from jsqa.levels import active_speech_level, frame_energies_db
 from jsqa.noises import NOISE_DBFS, pink
@@ -45,7 +45,7 @@ from jsqa.rated import load_rated_set, rated_set_path
 from jsqa.scorer import DEFAULT_MODEL, Scorer
 from jsqa.training.datasets import RATED_SETS
 from jsqa.training.labels import COLUMNS as LABEL_COLUMNS
-from jsqa.training.teachers import DistillMOS
+from jsqa.training.teachers import TEACHERS, DistillMOS, make_teachers, pesq_to_mos
 
 REFERENCE_FREE = DistillMOS.name
 SPEECHOCEAN_TALKER = "SPEAKER"  # speechocean762's talker ids: SPEAKER0003, ...
@@ -180,7 +180,7 @@ def floor_below_speech(x: np.ndarray) -> float:
     return active_speech_level(x) - float(np.percentile(frame_energies_db(x), 10))
 
 
-def clean_speech(scorer: Scorer, teacher: bool) -> dict:
+def clean_speech(scorer: Scorer, teachers: dict) -> dict:
     out, talkers, window_sd = {"folders": {}}, defaultdict(list), []
     for name, paths in clean_files().items():
         signals = [load_audio(f) for f in paths]
@@ -198,43 +198,36 @@ def clean_speech(scorer: Scorer, teacher: bool) -> dict:
     # How much the score of clean speech moves from one 3 s window to the next within a file:
     # what a live monitor shows as jitter on a clean call.
     out["window_sd"] = {"files": len(window_sd), "mean": float(np.mean(window_sd)) if window_sd else float("nan")}
-    out["speechocean_heldout"] = _speechocean(scorer, teacher)
+    out["speechocean_heldout"] = _speechocean(scorer, teachers)
     return out
 
 
-def _speechocean(scorer: Scorer, teacher: bool) -> dict:
+def _speechocean(scorer: Scorer, teachers: dict) -> dict:
     from jsqa.training.datasets import talkers
 
     held = [f for t, fs in talkers(split="test").items() if t.startswith("SPEAKER") for f in fs]
     signals = [load_audio(f) for f in held]
     pred = predict(scorer, signals)
     out = {"n": len(held), "model_mean": float(pred.mean())}
-    if teacher:
-        from jsqa.training.teachers import DistillMOS, pesq_to_mos
-
-        dm = DistillMOS()
-        dist = np.asarray([dm(x, x) for x in signals])
+    if REFERENCE_FREE in teachers:
+        dist = np.asarray([teachers[REFERENCE_FREE](x, x) for x in signals])
         out |= {"distillmos_mean": float(np.nanmean(dist)),
                 "teacher_mean": float(np.nanmean((dist + pesq_to_mos(4.64)) / 2))}
     return out
 
 
-def transparent_coding(scorer: Scorer, teacher: bool, per_folder: int = 10, seconds: float = 8.0) -> dict:
+def transparent_coding(scorer: Scorer, teachers: dict, per_folder: int = 10, seconds: float = 8.0) -> dict:
     """Mean scores of clean files (up to ``per_folder`` a folder, the first ``seconds``) as they
     are and through each of ``TRANSPARENT_CODECS``."""
     files = [f for name, paths in clean_files().items() if name not in CODED_FOLDERS for f in paths[:per_folder]]
-    clean = [load_audio(f)[: int(seconds * 16000)] for f in files]
+    clean = [load_audio(f)[: int(seconds * SAMPLE_RATE)] for f in files]
     conditions = {"clean": clean} | {
         f"{codec} {kbps}": [imp.Codec(codec=codec, bitrate=kbps)(x, np.random.default_rng(0)) for x in clean]
         for codec, kbps in TRANSPARENT_CODECS}
     out = {"n": len(files), "model": {k: float(predict(scorer, v).mean()) for k, v in conditions.items()}}
-    if teacher:
-        from jsqa.training.teachers import TEACHERS
-
-        for name, kind in TEACHERS.items():
-            t = kind()
-            out[name] = {k: float(np.nanmean([t.to_mos(t(c, y)) for c, y in zip(clean, v)]))
-                         for k, v in conditions.items()}
+    for name, t in teachers.items():
+        out[name] = {k: float(np.nanmean([t.to_mos(t(c, y)) for c, y in zip(clean, v)]))
+                     for k, v in conditions.items()}
     return out
 
 
@@ -303,9 +296,9 @@ def markdown(rep: dict) -> str:
     names = list(t["model"])
     lines += ["", f"| {t['n']} clean files, transparent coding | " + " | ".join(names) + " |",
               "|---|" + "---:|" * len(names)]
-    for who in ("model", "distillmos", "pesq_wb"):
-        if who in t:
-            lines.append(f"| {who} | " + " | ".join(f"{t[who][k]:.2f}" for k in names) + " |")
+    for who, row in t.items():
+        if who != "n":
+            lines.append(f"| {who} | " + " | ".join(f"{row[k]:.2f}" for k in names) + " |")
     p = rep["pauses"]
     lines += ["", f"Exact-zero pauses {p['zero_pauses']:.2f} vs -60 dBFS noise pauses {p['noise_pauses']:.2f}.",
               "SNR sweep: " + ", ".join(f"{k} dB {v:.2f}" for k, v in p["snr"].items()) + ".",
@@ -319,7 +312,8 @@ def main(argv=None) -> int:
     parser.add_argument("--test", type=Path, help="labels.csv of the held-out synthetic test")
     parser.add_argument("--fit", type=Path, help="labels.csv of a training corpus: the family table on clips trained on")
     parser.add_argument("--fit-clips", type=int, default=100, help="clips per condition for --fit (default 100)")
-    parser.add_argument("--teacher", action="store_true", help="run DistillMOS on held-out clean talkers")
+    parser.add_argument("--teacher", action="store_true",
+                        help="run the teachers (DistillMOS, PESQ-WB) on held-out clean speech and its coded copies")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -331,8 +325,10 @@ def main(argv=None) -> int:
         # A training corpus mixes families; the held-out test's conditions make the tables comparable.
         rep["fit"] = families(scorer, args.fit, per_condition=args.fit_clips,
                               conditions=set(rep["families"]) if "families" in rep else None)
-    rep["clean"] = clean_speech(scorer, args.teacher)
-    rep["coding"] = transparent_coding(scorer, args.teacher)
+    # Loaded once: DistillMOS takes seconds to build.
+    teachers = {t.name: t for t in make_teachers(TEACHERS)} if args.teacher else {}
+    rep["clean"] = clean_speech(scorer, teachers)
+    rep["coding"] = transparent_coding(scorer, teachers)
     rep["pauses"] = pauses_and_sweeps(scorer)
     print(markdown(rep))
     if args.json:
